@@ -1,0 +1,170 @@
+"""The lake: where a partition's Parquet file lives, and how it is written and read.
+
+Layout: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``; ``<lake>`` is ``s3://bucket/prefix``
+or a local directory. A write is atomic: the file is encoded into a temporary file first, then
+renamed into place (local) or uploaded as one object that appears only when complete (S3), so a
+failed run leaves the previous file as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+
+from sqlgym_assets.aws import region_from_environment, s3_endpoint_from_environment
+
+PARQUET_COMPRESSION = "snappy"
+ROW_GROUP_ROWS = 128 * 1024
+
+
+class LakeConfigurationError(ValueError):
+    """The lake URL cannot be used."""
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where the lake is and how S3 objects are written."""
+
+    url: str
+    s3_endpoint_url: str | None = None  # default: AWS_ENDPOINT_URL(_S3)
+    kms_key_id: str | None = None  # SSE-KMS with this key; default SSE-S3 (AES256)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+    def partition_uri(self, table: str, day: date) -> str:
+        relative = f"{table}/{day:%Y/%m/%d}/{table}_{day:%Y%m%d}.parquet"
+        return f"{self.url.rstrip('/')}/{relative}"
+
+    def s3_location(self, uri: str) -> tuple[str, str]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def endpoint(self) -> str | None:
+        return self.s3_endpoint_url or s3_endpoint_from_environment()
+
+
+def lake_settings(url: str | None, **options: str | None) -> LakeSettings:
+    if not url:
+        raise LakeConfigurationError(
+            "no lake configured: set SQLGYM_LAKE_URL to s3://bucket/prefix or a local directory"
+        )
+    if "://" in url and not url.startswith("s3://"):
+        raise LakeConfigurationError(
+            f"SQLGYM_LAKE_URL {url!r} is neither s3://bucket/prefix nor a local directory"
+        )
+    if url.startswith("s3://") and not url.removeprefix("s3://").split("/")[0]:
+        raise LakeConfigurationError(f"SQLGYM_LAKE_URL {url!r} names no bucket")
+    if not url.startswith("s3://"):
+        url = str(Path(url).expanduser().resolve())
+    return LakeSettings(url=url, **options)
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    uri: str
+    rows: int
+    bytes: int
+    seconds: float
+
+
+def as_batch_reader(data: pa.RecordBatchReader | pa.Table | pd.DataFrame) -> pa.RecordBatchReader:
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, pd.DataFrame):
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    if isinstance(data, pa.Table):
+        return data.to_reader()
+    raise TypeError(
+        f"the Parquet lake stores a pyarrow RecordBatchReader, Table or pandas DataFrame, "
+        f"not {type(data).__name__}"
+    )
+
+
+def _encode(reader: pa.RecordBatchReader, path: Path) -> int:
+    """Streams batches into a Snappy Parquet file; memory stays at about one row group."""
+    rows = 0
+    with pq.ParquetWriter(path, reader.schema, compression=PARQUET_COMPRESSION) as writer:
+        for batch in reader:
+            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+            rows += batch.num_rows
+    return rows
+
+
+def write_partition(
+    settings: LakeSettings, uri: str, data: pa.RecordBatchReader | pa.Table | pd.DataFrame
+) -> WrittenFile:
+    reader = as_batch_reader(data)
+    started = time.perf_counter()
+    if settings.is_s3:
+        with tempfile.TemporaryDirectory(prefix="sqlgym-") as staging:
+            staged = Path(staging) / "partition.parquet"
+            rows = _encode(reader, staged)
+            size = staged.stat().st_size
+            _upload(settings, staged, uri)
+    else:
+        target = Path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            rows = _encode(reader, staged)
+            with open(staged, "rb") as staged_file:
+                os.fsync(staged_file.fileno())
+            size = staged.stat().st_size
+            os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+    return WrittenFile(uri=uri, rows=rows, bytes=size, seconds=time.perf_counter() - started)
+
+
+def _upload(settings: LakeSettings, staged: Path, uri: str) -> None:
+    # pyarrow's S3 filesystem cannot ask for SSE-S3 or SSE-KMS, so uploads go through boto3,
+    # whose managed (multipart) upload creates the object only once every part has arrived.
+    import boto3
+
+    bucket, key = settings.s3_location(uri)
+    encryption: dict[str, str] = {"ServerSideEncryption": "AES256"}
+    if settings.kms_key_id:
+        encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": settings.kms_key_id}
+    client = boto3.client(
+        "s3", endpoint_url=settings.endpoint(), region_name=region_from_environment()
+    )
+    client.upload_file(str(staged), bucket, key, ExtraArgs=encryption)
+
+
+def filesystem(settings: LakeSettings) -> pyarrow.fs.FileSystem:
+    if settings.is_s3:
+        endpoint = settings.endpoint()
+        options: dict[str, object] = {"region": region_from_environment()}
+        if endpoint:
+            scheme, _, address = endpoint.partition("://")
+            options.update(endpoint_override=address, scheme=scheme)
+        return pyarrow.fs.S3FileSystem(**options)
+    return pyarrow.fs.LocalFileSystem()
+
+
+def _fs_path(settings: LakeSettings, uri: str) -> str:
+    return uri.removeprefix("s3://") if settings.is_s3 else uri
+
+
+def read_partition(
+    settings: LakeSettings, uri: str, columns: Sequence[str] | None = None
+) -> pa.Table:
+    return pq.read_table(_fs_path(settings, uri), filesystem=filesystem(settings), columns=columns)
+
+
+def partition_exists(settings: LakeSettings, uri: str) -> bool:
+    info = filesystem(settings).get_file_info(_fs_path(settings, uri))
+    return info.type == pyarrow.fs.FileType.File
