@@ -1,0 +1,93 @@
+"""Real parts for every test: a PostgreSQL server loaded with the demo data, and moto's server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg2
+import pytest
+from dagster import DagsterInstance
+
+from sqlgym_assets.demo_data import load_demo_data
+from sqlgym_assets.local_postgres import ensure_database, start_embedded_postgres
+
+TEST_DATABASE_URL_ENV = "SQLGYM_TEST_DATABASE_URL"
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database holding the SQLGym schema and the demo data, loaded once per session."""
+    url = os.environ.get(TEST_DATABASE_URL_ENV)
+    if not url:
+        data_dir = Path(tempfile.mkdtemp(prefix="sqlgym-test-pg-")) / "pgdata"
+        server_url = start_embedded_postgres(data_dir, keep_running=False)
+        url = ensure_database(server_url, "sqlgym_test")
+    load_demo_data(url, datetime.now(UTC))
+    yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit psycopg2 connection: the tests' independent view of the source."""
+    connection = psycopg2.connect(database_url)
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def source_env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path) -> Path:
+    """Points the project at the test database and a fresh local lake; returns the lake."""
+    lake = tmp_path / "lake"
+    monkeypatch.delenv("SQLGYM_DB_SECRET_ID", raising=False)
+    monkeypatch.setenv("SQLGYM_DATABASE_URL", database_url)
+    monkeypatch.setenv("SQLGYM_LAKE_URL", str(lake))
+    return lake
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode: S3 and Secrets Manager over real HTTP on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return moto_endpoint
