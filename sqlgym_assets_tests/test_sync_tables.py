@@ -33,7 +33,8 @@ def busiest_day(connection, table: TableSpec) -> str:
     """The UTC day holding most rows of an incremental or append table."""
     assert table.cursor_column is not None
     cursor_type = table.column(table.cursor_column).pg_type
-    day = sql.SQL("({} AT TIME ZONE 'UTC')::date" if "with time zone" in cursor_type else "{}::date")
+    utc_day = "({} AT TIME ZONE 'UTC')::date" if "with time zone" in cursor_type else "{}::date"
+    day = sql.SQL(utc_day)
     query = sql.SQL("SELECT {day} AS d FROM {table} GROUP BY d ORDER BY count(*) DESC, d LIMIT 1")
     with connection.cursor() as cursor:
         cursor.execute(
