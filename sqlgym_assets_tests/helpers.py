@@ -113,3 +113,20 @@ def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def window_for(table: TableSpec, partition: str) -> Window | None:
     return None if table.cursor_column is None else partition_window(partition)
+
+
+def busiest_day(connection, table: TableSpec) -> str:
+    """The UTC day holding most rows of an incremental or append table."""
+    assert table.cursor_column is not None
+    cursor_type = table.column(table.cursor_column).pg_type
+    utc_day = "({} AT TIME ZONE 'UTC')::date" if "with time zone" in cursor_type else "{}::date"
+    day = sql.SQL(utc_day)
+    query = sql.SQL("SELECT {day} AS d FROM {table} GROUP BY d ORDER BY count(*) DESC, d LIMIT 1")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            query.format(
+                day=day.format(sql.Identifier(table.cursor_column)),
+                table=sql.Identifier(table.name),
+            )
+        )
+        return cursor.fetchone()[0].isoformat()

@@ -12,6 +12,7 @@ from psycopg2 import sql
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
 from sqlgym_assets.extraction import partition_window
 from sqlgym_assets_tests.helpers import (
+    busiest_day,
     by_key,
     expected_arrow_type,
     lake_file,
@@ -27,23 +28,6 @@ SUBMISSIONS = TABLES_BY_NAME["submissions"]
 SESSIONS = TABLES_BY_NAME["problem_sessions"]
 # Days the demo data (the last 7 days) never touches, so tests own them.
 QUIET_DAY = "2025-03-10"
-
-
-def busiest_day(connection, table: TableSpec) -> str:
-    """The UTC day holding most rows of an incremental or append table."""
-    assert table.cursor_column is not None
-    cursor_type = table.column(table.cursor_column).pg_type
-    utc_day = "({} AT TIME ZONE 'UTC')::date" if "with time zone" in cursor_type else "{}::date"
-    day = sql.SQL(utc_day)
-    query = sql.SQL("SELECT {day} AS d FROM {table} GROUP BY d ORDER BY count(*) DESC, d LIMIT 1")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            query.format(
-                day=day.format(sql.Identifier(table.cursor_column)),
-                table=sql.Identifier(table.name),
-            )
-        )
-        return cursor.fetchone()[0].isoformat()
 
 
 @pytest.mark.parametrize("table", TABLES, ids=lambda table: table.name)

@@ -1,0 +1,62 @@
+"""The code location as Dagster loads it: the pinned set of assets, their partitions and lineage."""
+
+from datetime import UTC, datetime
+
+from dagster import AssetKey, DailyPartitionsDefinition
+
+from sqlgym_assets import defs
+from sqlgym_assets.catalog import TABLES
+
+TABLE_NAMES = {
+    "users", "followers", "helpful_links", "topics", "problems", "problem_schemas", "test_cases",
+    "submissions", "problem_submissions", "problem_sessions", "execution_results",
+    "user_progress", "badges", "user_badges", "community_posts", "post_likes", "post_comments",
+    "problem_interactions", "solutions", "cache_entries", "fallback_submissions",
+}  # fmt: skip
+GROUPS = {"users", "content", "progress", "gamification", "community", "solutions", "system"}
+
+
+def _graph():
+    return defs.resolve_asset_graph()
+
+
+def test_definitions_hold_exactly_the_21_lake_assets_and_their_postgres_sources() -> None:
+    graph = _graph()
+    lake_keys = {key for key in graph.get_all_asset_keys() if key.path[0] == "sqlgym"}
+    source_keys = {key for key in graph.get_all_asset_keys() if key.path[0] == "postgres"}
+
+    assert lake_keys == {AssetKey(["sqlgym", name]) for name in TABLE_NAMES}
+    assert source_keys == {AssetKey(["postgres", name]) for name in TABLE_NAMES}
+    assert graph.get_all_asset_keys() == lake_keys | source_keys
+
+
+def test_every_lake_asset_is_a_utc_daily_partition_including_today_fed_by_its_table() -> None:
+    graph = _graph()
+    today = datetime.now(UTC).date().isoformat()
+    for name in TABLE_NAMES:
+        node = graph.get(AssetKey(["sqlgym", name]))
+        partitions = node.partitions_def
+        assert isinstance(partitions, DailyPartitionsDefinition)
+        assert partitions.timezone == "UTC"
+        assert partitions.get_last_partition_key() == today
+        assert node.parent_keys == {AssetKey(["postgres", name])}
+        assert not graph.get(AssetKey(["postgres", name])).is_materializable
+        assert node.group_name in GROUPS
+        assert {"postgres", "s3", "parquet"} <= set(node.kinds)
+        assert node.description
+    assert {graph.get(AssetKey(["sqlgym", t.name])).group_name for t in TABLES} == GROUPS
+
+
+def test_lake_assets_carry_their_column_schema() -> None:
+    graph = _graph()
+    for table in TABLES:
+        schema = graph.get(AssetKey(["sqlgym", table.name])).metadata["dagster/column_schema"]
+        assert [column.name for column in schema.columns] == list(table.column_names)
+    users = graph.get(AssetKey(["sqlgym", "users"])).metadata["dagster/column_schema"]
+    email = next(column for column in users.columns if column.name == "email")
+    assert email.type == "character varying(255)"
+    assert not email.constraints.nullable
+
+
+def test_resources_are_the_postgres_reader_and_the_parquet_lake() -> None:
+    assert set(defs.resources) == {"postgres", "parquet_lake"}

@@ -1,0 +1,226 @@
+"""Type mapping beyond SQLGym's own types, NULL cursors, and failures in the middle of a stream.
+
+These use tables of their own in a separate PostgreSQL schema, read through the real asset
+factory, resource and IO manager with a catalog entry made for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from psycopg2 import sql
+
+from sqlgym_assets.catalog import Column, SyncMode, TableSpec
+from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets_tests.helpers import lake_file, materialize_tables, today
+
+PROBE_SCHEMA = "sqlgym_probe"
+PROBE = sql.Identifier(PROBE_SCHEMA)
+
+KINDS = TableSpec(
+    name="kinds",
+    description="Every column type the mapping covers.",
+    group="system",
+    sync_mode=SyncMode.INCREMENTAL,
+    cursor_column="changed_at",
+    priority=4,
+    columns=(
+        Column("id", "character varying", required=True),
+        Column("amount", "numeric(10,2)"),
+        Column("ratio", "numeric"),
+        Column("big", "bigint"),
+        Column("small", "smallint"),
+        Column("real_value", "real"),
+        Column("day", "date"),
+        Column("labels", "text[]"),
+        Column("scores", "integer[]"),
+        Column("token", "uuid"),
+        Column("doc", "jsonb"),
+        Column("mood", "sqlgym_probe.mood"),
+        Column("changed_at", "timestamp without time zone"),
+    ),
+)
+EXPECTED_TYPES = {
+    "id": pa.string(),
+    "amount": pa.decimal128(10, 2),
+    "ratio": pa.string(),
+    "big": pa.int64(),
+    "small": pa.int16(),
+    "real_value": pa.float32(),
+    "day": pa.date32(),
+    "labels": pa.list_(pa.string()),
+    "scores": pa.list_(pa.int32()),
+    "token": pa.string(),
+    "doc": pa.string(),
+    "mood": pa.string(),
+    "changed_at": pa.timestamp("us"),
+}
+STREAM = TableSpec(
+    name="stream",
+    description="A view whose rows can be made to fail part-way through.",
+    group="system",
+    sync_mode=SyncMode.SNAPSHOT,
+    priority=4,
+    columns=(Column("id", "text", required=True), Column("payload", "text")),
+)
+STREAM_ROWS = 40_000
+
+
+@pytest.fixture(scope="module")
+def probe_schema(database_url: str) -> Iterator[None]:
+    connection = psycopg2.connect(database_url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(PROBE))
+        cursor.execute(sql.SQL("CREATE SCHEMA {}").format(PROBE))
+        cursor.execute(sql.SQL("SET search_path = {}").format(PROBE))
+        cursor.execute("CREATE TYPE mood AS ENUM ('calm', 'busy')")
+        cursor.execute(
+            """
+            CREATE TABLE kinds (
+                id varchar PRIMARY KEY, amount numeric(10,2), ratio numeric, big bigint,
+                small smallint, real_value real, day date, labels text[], scores integer[],
+                token uuid, doc jsonb, mood mood, changed_at timestamp
+            )
+            """
+        )
+        cursor.execute(
+            """
+            INSERT INTO kinds VALUES
+            ('full', 12345678.91, 3.14159265358979, 9007199254740993, -32768, 1.5,
+             '2025-03-10', ARRAY['a', 'ü', NULL], ARRAY[1, NULL, 3],
+             'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"nested": {"list": [1, "two", null]}}',
+             'busy', '2025-03-10 08:00'),
+            ('empty', NULL, NULL, NULL, NULL, NULL, NULL, '{}', NULL, NULL, '{}', NULL,
+             '2025-03-10 09:00'),
+            ('nowhere', -0.01, 0, 0, 0, 0, NULL, NULL, NULL, NULL, '[]', 'calm', NULL)
+            """
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(PROBE))
+    connection.close()
+
+
+def _probe_reader(**options: object) -> PostgresResource:
+    return PostgresResource(source_schema=PROBE_SCHEMA, **options)
+
+
+def test_every_source_type_lands_as_its_arrow_type_with_exact_values(
+    probe_schema, db, source_env
+) -> None:
+    result = materialize_tables([KINDS], "2025-03-10", postgres=_probe_reader())
+
+    table = pq.read_table(lake_file(source_env, "kinds", "2025-03-10"))
+    assert {field.name: field.type for field in table.schema} == EXPECTED_TYPES
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert set(rows) == {"full", "empty"}
+    full, empty = rows["full"], rows["empty"]
+    assert full["amount"] == Decimal("12345678.91")
+    assert full["ratio"] == "3.14159265358979"
+    assert full["big"] == 9007199254740993
+    assert full["small"] == -32768
+    assert full["labels"] == ["a", "ü", None]
+    assert full["scores"] == [1, None, 3]
+    assert full["token"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    assert full["doc"] == '{"nested": {"list": [1, "two", null]}}'
+    assert full["mood"] == "busy"
+    assert full["changed_at"] == datetime(2025, 3, 10, 8, 0)
+    assert empty["labels"] == []
+    assert empty["doc"] == "{}"
+    assert all(empty[name] is None for name in ("amount", "big", "scores", "mood"))
+    (materialization,) = result.asset_materializations_for_node("sqlgym__kinds")
+    assert materialization.metadata["sqlgym/null_cursor_rows"].value == 1
+
+
+def test_a_catalog_column_missing_from_the_source_fails_naming_table_and_column(
+    probe_schema, source_env
+) -> None:
+    ghost = TableSpec(
+        name="kinds",
+        description="Lists a column the source lacks.",
+        group="system",
+        sync_mode=SyncMode.SNAPSHOT,
+        priority=4,
+        columns=(*KINDS.columns, Column("ghost", "text")),
+    )
+    result = materialize_tables([ghost], today(), postgres=_probe_reader(), raise_on_error=False)
+
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.to_string()
+    assert f"{PROBE_SCHEMA}.kinds" in message
+    assert "'ghost'" in message
+    assert not any(source_env.rglob("*.parquet")) if source_env.exists() else True
+
+
+def _create_stream_view(db, failure: str) -> None:
+    # The payload expression is healthy for every row, or fails / stalls from row 30,000 on.
+    payload = {
+        "none": "repeat('x', 200)",
+        "error": "repeat('x', 200) || (1 / (30000 - n))::text",
+        "stall": "repeat('x', 200) || CASE WHEN n = 30000 THEN "
+        "(SELECT 'z' FROM pg_sleep(60)) ELSE '' END",
+    }[failure]
+    with db.cursor() as cursor:
+        view = sql.SQL(
+            "CREATE OR REPLACE VIEW {schema}.stream AS SELECT n::text AS id, {payload} AS payload "
+            "FROM generate_series(1, %s) AS n"
+        )
+        cursor.execute(view.format(schema=PROBE, payload=sql.SQL(payload)), (STREAM_ROWS,))
+
+
+def _kill_stalled_extract(database_url: str, stop: threading.Event) -> None:
+    """Terminates the extract's backend once it is stalled mid-stream: a dropped connection."""
+    connection = psycopg2.connect(database_url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            while not stop.is_set():
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE wait_event = 'PgSleep' AND query LIKE %s",
+                    ("%stream%",),
+                )
+                if cursor.fetchall():
+                    return
+                time.sleep(0.05)
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("failure", ["error", "stall"])
+def test_a_failure_mid_stream_leaves_the_previous_file_intact(
+    failure: str, probe_schema, db, database_url, source_env
+) -> None:
+    reader = _probe_reader(batch_size_hint_bytes=64 * 1024)
+    partition = today()
+    _create_stream_view(db, "none")
+    materialize_tables([STREAM], partition, postgres=reader)
+    path = lake_file(source_env, "stream", partition)
+    previous = path.read_bytes()
+    assert pq.read_metadata(path).num_rows == STREAM_ROWS
+
+    _create_stream_view(db, failure)
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_stalled_extract, args=(database_url, stop))
+    if failure == "stall":
+        killer.start()
+    try:
+        result = materialize_tables([STREAM], partition, postgres=reader, raise_on_error=False)
+    finally:
+        stop.set()
+        if killer.is_alive():
+            killer.join()
+
+    assert not result.success
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
