@@ -23,7 +23,6 @@ demo: install dagster-home
 
 dev: install dagster-home
 	$(BIN)/sqlgym-demo --serve
-	$(BIN)/dagster dev -w workspace.yaml
 
 test: install
 	$(BIN)/pytest
@@ -37,4 +36,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf .lake .dagster_home .env
+	rm -rf .lake .dagster_home

@@ -2,7 +2,7 @@
 
 Starts an embedded PostgreSQL, loads deterministic synthetic SQLGym data, materializes today's
 partition of every lake asset with the real `dagster asset materialize` CLI into a local lake,
-and prints what was written. ``--serve`` prepares the same environment for `dagster dev`.
+and prints what was written. ``--serve`` runs `dagster dev` on the same database and lake.
 """
 
 from __future__ import annotations
@@ -40,11 +40,6 @@ def prepare_environment(lake: Path, *, scale: int, reload: bool) -> dict[str, st
         print(f"loaded {sum(counts.values())} synthetic rows into {len(counts)} tables")
     lake.mkdir(parents=True, exist_ok=True)
     return {"SQLGYM_DATABASE_URL": url, "SQLGYM_LAKE_URL": str(lake.resolve())}
-
-
-def write_dotenv(path: Path, variables: dict[str, str]) -> None:
-    # `dagster dev` reads .env from the working directory, so the UI sees the same database.
-    path.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
 
 
 def materialize_today(variables: dict[str, str]) -> str:
@@ -108,15 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="only start the database (loading data if it has none) and write .env for dagster",
+        help="start the database (loading data if it has none) and `dagster dev` on it",
     )
     args = parser.parse_args(argv)
     if args.serve:
         variables = prepare_environment(args.lake, scale=args.scale, reload=False)
-        write_dotenv(Path(".env"), variables)
-        return
+        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
+        os.execve(sys.executable, command, {**os.environ, **variables})
     variables = prepare_environment(args.lake, scale=args.scale, reload=True)
-    write_dotenv(Path(".env"), variables)
     partition = materialize_today(variables)
     print(f"\nSQLGym lake, partition {partition}:")
     print(format_table(("table", "mode", "rows", "file"), summary_rows(partition)))

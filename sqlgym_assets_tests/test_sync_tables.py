@@ -239,3 +239,14 @@ def test_partition_window_is_the_utc_day() -> None:
     window = partition_window("2025-10-24")
     assert window.start.isoformat() == "2025-10-24T00:00:00+00:00"
     assert window.end.isoformat() == "2025-10-25T00:00:00+00:00"
+
+
+def test_one_failing_table_leaves_the_other_tables_of_the_run_materialized(source_env) -> None:
+    result = materialize_tables(["followers", USERS], "2025-03-10", raise_on_error=False)
+
+    assert not result.success
+    assert [event.asset_key.path for event in result.get_asset_materialization_events()] == [
+        ["sqlgym", "users"]
+    ]
+    assert lake_file(source_env, "users", "2025-03-10").exists()
+    assert not lake_file(source_env, "followers", "2025-03-10").exists()
