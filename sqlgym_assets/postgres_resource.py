@@ -7,6 +7,7 @@ row count and the extract itself describe the same instant.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi
@@ -65,6 +66,23 @@ class ConnectionSettings:
         return text
 
 
+class _DropSecretBodies(logging.Filter):
+    """botocore logs every response body at DEBUG, GetSecretValue's included: drop those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SecretString" not in record.getMessage()
+
+
+_SECRET_BODY_FILTER = _DropSecretBodies()
+
+
+def _keep_secret_bodies_out_of_logs() -> None:
+    for name in ("botocore.parsers", "botocore.endpoint"):
+        logger = logging.getLogger(name)
+        if _SECRET_BODY_FILTER not in logger.filters:
+            logger.addFilter(_SECRET_BODY_FILTER)
+
+
 _secret_cache: dict[tuple[str, str | None, str | None], ConnectionSettings] = {}
 _secret_cache_lock = threading.Lock()
 
@@ -90,14 +108,27 @@ def settings_from_secret(secret_id: str, secret_string: str) -> ConnectionSettin
             f"AWS Secrets Manager {origin} lacks the key(s) {missing}; it must hold "
             f"{list(SECRET_KEYS)} (optional 'sslmode')"
         )
+    try:
+        port = int(values["port"])
+    except (TypeError, ValueError):
+        raise DatabaseConfigurationError(
+            f"AWS Secrets Manager {origin}: key 'port' is not a whole number"
+        ) from None
     host = str(values["host"])
-    sslmode = str(values.get("sslmode") or ("prefer" if _is_local(host) else "require"))
-    netloc_host = f"[{host}]" if ":" in host else host
-    uri = (
-        f"postgresql://{quote(str(values['username']), safe='')}:"
-        f"{quote(str(values['password']), safe='')}@{netloc_host}:{quote(str(values['port']))}/"
-        f"{quote(str(values['database']), safe='')}?{urlencode({'sslmode': sslmode})}"
+    query = {"sslmode": str(values.get("sslmode") or ("prefer" if _is_local(host) else "require"))}
+    if host.startswith("/"):
+        # A socket directory: libpq takes it only as the host query parameter.
+        query["host"] = host
+    url = sa.engine.URL.create(
+        "postgresql",
+        username=str(values["username"]),
+        password=str(values["password"]),
+        host=None if host.startswith("/") else host,
+        port=port,
+        database=str(values["database"]),
+        query=query,
     )
+    uri = url.render_as_string(hide_password=False)
     sensitive = (str(values["password"]), quote(str(values["password"]), safe=""), uri)
     return ConnectionSettings(uri=uri, origin=origin, sensitive=sensitive)
 
@@ -134,6 +165,7 @@ class PartitionExtract:
     source_row_count: int
     null_cursor_rows: int  # rows whose cursor is NULL and so belong to no day
     read_at: datetime  # the snapshot's instant (transaction start)
+    source_columns: list[SourceColumn]  # every column the source has now, listed or not
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
 
@@ -183,6 +215,7 @@ class PostgresResource(ConfigurableResource):
         with _secret_cache_lock:
             if cache_key in _secret_cache:
                 return _secret_cache[cache_key]
+            _keep_secret_bodies_out_of_logs()
             if region != secrets.region_name:
                 secrets = secrets.model_copy(update={"region_name": region})
             try:
@@ -224,6 +257,15 @@ class PostgresResource(ConfigurableResource):
         finally:
             connection.close()
 
+    def _read_source_columns(self, cursor: Any, table: TableSpec) -> list[SourceColumn]:
+        cursor.execute(SOURCE_COLUMNS_SQL, parameters=(self.source_schema, table.name))
+        return [SourceColumn.from_row(row) for row in cursor.fetchall()]
+
+    def source_columns(self, table: TableSpec) -> list[SourceColumn]:
+        """The source table's columns as they are now (empty if the table is missing)."""
+        with self.connect() as connection:
+            return self._read_source_columns(connection.cursor(), table)
+
     @contextmanager
     def read_partition(self, table: TableSpec, window: Window | None) -> Iterator[PartitionExtract]:
         """Opens one read-only snapshot and yields the partition's count and batch stream.
@@ -236,8 +278,7 @@ class PostgresResource(ConfigurableResource):
                 **{_BATCH_SIZE_HINT_OPTION: str(self.batch_size_hint_bytes)}
             )
             cursor.execute(_BEGIN_SNAPSHOT)
-            cursor.execute(SOURCE_COLUMNS_SQL, parameters=(self.source_schema, table.name))
-            source_columns = [SourceColumn.from_row(row) for row in cursor.fetchall()]
+            source_columns = self._read_source_columns(cursor, table)
             plan = plan_extract(table, source_columns, self.source_schema)
             if window is not None:
                 cursor.execute(SET_WINDOW_SQL, parameters=window_parameters(window))
@@ -260,6 +301,7 @@ class PostgresResource(ConfigurableResource):
                     source_row_count=int(source_row_count),
                     null_cursor_rows=int(null_cursor_rows),
                     read_at=read_at.astimezone(UTC),
+                    source_columns=source_columns,
                     schema=plan.arrow_schema,
                     batches=batches,
                 )
