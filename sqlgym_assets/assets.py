@@ -1,29 +1,42 @@
 """The asset factory: one daily-partitioned lake asset per table, fed by its Postgres table."""
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
+    AssetRecordsFilter,
     AssetsDefinition,
     AssetSpec,
     DailyPartitionsDefinition,
+    Failure,
     MetadataValue,
     Output,
+    ResourceParam,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
-    asset,
+    multi_asset,
 )
 
 from sqlgym_assets.catalog import TABLES, SyncMode, TableSpec, validate_catalog
+from sqlgym_assets.checks import (
+    SCHEMA_MATCHES_SOURCE,
+    PartitionFacts,
+    build_check_specs,
+    run_checks,
+)
 from sqlgym_assets.extraction import check_partition_readable, partition_window
+from sqlgym_assets.lake import partition_exists
+from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
 
 # UTC days, today included: the hourly run keeps refreshing the current day.
 DAILY_PARTITIONS = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
 LAKE_IO_MANAGER_KEY = "parquet_lake"
+SOURCE_ROW_COUNT = "sqlgym/source_row_count"
 
 
 def lake_asset_key(table: TableSpec) -> AssetKey:
@@ -75,48 +88,104 @@ def build_source_asset(table: TableSpec) -> AssetSpec:
 
 
 def build_lake_asset(table: TableSpec) -> AssetsDefinition:
-    @asset(
-        key=lake_asset_key(table),
+    key = lake_asset_key(table)
+    spec = AssetSpec(
+        key=key,
         deps=[source_asset_key(table)],
-        partitions_def=DAILY_PARTITIONS,
         group_name=table.group,
         description=f"{table.description} Daily Parquet partitions, {table.sync_mode.value} sync.",
         kinds={"postgres", "s3", "parquet"},
-        io_manager_key=LAKE_IO_MANAGER_KEY,
         metadata={
             "dagster/column_schema": column_schema(table),
             **_sync_metadata(table),
         },
+    ).with_io_manager_key(LAKE_IO_MANAGER_KEY)
+
+    # A multi-asset so the checks can run without the asset: re-validating a written partition
+    # reads the lake, never the database's rows again.
+    @multi_asset(
+        name=key.to_python_identifier(),
+        specs=[spec],
+        partitions_def=DAILY_PARTITIONS,
+        check_specs=build_check_specs(key, DAILY_PARTITIONS),
+        can_subset=True,
     )
-    def sync_table(context: AssetExecutionContext, postgres: PostgresResource) -> Iterator[Output]:
-        window = partition_window(context.partition_key)
-        check_partition_readable(table, window, now=datetime.now(UTC))
-        is_snapshot = table.sync_mode is SyncMode.SNAPSHOT
-        with postgres.read_partition(table, None if is_snapshot else window) as extract:
-            if extract.null_cursor_rows:
-                context.log.warning(
-                    f"{extract.null_cursor_rows} row(s) of {table.name} have a NULL "
-                    f"{table.cursor_column} and belong to no day; they are not in any partition"
-                )
-            context.log.info(
-                f"reading {extract.source_row_count} row(s) of {table.name} "
-                + ("(whole table)" if is_snapshot else f"in [{window.start}, {window.end})")
-            )
-            # The IO manager consumes the stream while this generator is suspended here, so the
-            # read-only transaction stays open until the file is written.
-            yield Output(
-                extract.reader(),
-                metadata={
-                    "sqlgym/source_row_count": extract.source_row_count,
-                    "sqlgym/null_cursor_rows": extract.null_cursor_rows,
-                    "sqlgym/read_at": MetadataValue.timestamp(extract.read_at),
-                    "sqlgym/window": "whole table"
-                    if is_snapshot
-                    else f"[{window.start.isoformat()}, {window.end.isoformat()})",
-                },
-            )
+    def sync_table(
+        context: AssetExecutionContext,
+        postgres: PostgresResource,
+        # The IO manager doubles as a resource: checks read the file it wrote.
+        parquet_lake: ResourceParam[ParquetLakeIOManager],
+    ) -> Iterator[Output | AssetCheckResult]:
+        checks = {check_key.name for check_key in context.selected_asset_check_keys}
+        uri = parquet_lake.partition_uri(key, context.partition_key)
+        if key in context.selected_asset_keys:
+            facts = yield from _extract(context, table, postgres)
+        else:
+            facts = _recorded_facts(context, table, postgres, parquet_lake, uri, checks)
+        yield from run_checks(table, key, parquet_lake.settings(), uri, facts, checks)
 
     return sync_table
+
+
+def _extract(
+    context: AssetExecutionContext, table: TableSpec, postgres: PostgresResource
+) -> Generator[Output, None, PartitionFacts]:
+    window = partition_window(context.partition_key)
+    check_partition_readable(table, window, now=datetime.now(UTC))
+    is_snapshot = table.sync_mode is SyncMode.SNAPSHOT
+    with postgres.read_partition(table, None if is_snapshot else window) as extract:
+        if extract.null_cursor_rows:
+            context.log.warning(
+                f"{extract.null_cursor_rows} row(s) of {table.name} have a NULL "
+                f"{table.cursor_column} and belong to no day; they are not in any partition"
+            )
+        context.log.info(
+            f"reading {extract.source_row_count} row(s) of {table.name} "
+            + ("(whole table)" if is_snapshot else f"in [{window.start}, {window.end})")
+        )
+        # The IO manager consumes the stream while this generator is suspended here, so the
+        # read-only transaction stays open until the file is written.
+        yield Output(
+            extract.reader(),
+            output_name=lake_asset_key(table).to_python_identifier(),
+            metadata={
+                SOURCE_ROW_COUNT: extract.source_row_count,
+                "sqlgym/null_cursor_rows": extract.null_cursor_rows,
+                "sqlgym/read_at": MetadataValue.timestamp(extract.read_at),
+                "sqlgym/window": "whole table"
+                if is_snapshot
+                else f"[{window.start.isoformat()}, {window.end.isoformat()})",
+            },
+        )
+        return PartitionFacts(extract.source_row_count, extract.source_columns)
+
+
+def _recorded_facts(
+    context: AssetExecutionContext,
+    table: TableSpec,
+    postgres: PostgresResource,
+    parquet_lake: ParquetLakeIOManager,
+    uri: str,
+    checks: set[str],
+) -> PartitionFacts:
+    """For checks run on their own: the count recorded with the partition's materialization."""
+    if not partition_exists(parquet_lake.settings(), uri):
+        raise Failure(
+            f"sqlgym/{table.name} has no file for {context.partition_key} at {uri}: "
+            "materialize the partition before checking it"
+        )
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=lake_asset_key(table), asset_partitions=[context.partition_key]
+        ),
+        limit=1,
+    ).records
+    recorded = records[0].asset_materialization.metadata.get(SOURCE_ROW_COUNT) if records else None
+    source_columns = postgres.source_columns(table) if SCHEMA_MATCHES_SOURCE in checks else []
+    return PartitionFacts(
+        source_row_count=None if recorded is None else int(recorded.value),
+        source_columns=source_columns,
+    )
 
 
 def build_assets(tables: tuple[TableSpec, ...] = TABLES) -> list[AssetSpec | AssetsDefinition]:

@@ -155,16 +155,17 @@ def filesystem(settings: LakeSettings) -> pyarrow.fs.FileSystem:
     return pyarrow.fs.LocalFileSystem()
 
 
-def _fs_path(settings: LakeSettings, uri: str) -> str:
+def lake_path(settings: LakeSettings, uri: str) -> str:
+    """A lake URI as a path inside ``filesystem(settings)``."""
     return uri.removeprefix("s3://") if settings.is_s3 else uri
 
 
 def read_partition(
     settings: LakeSettings, uri: str, columns: Sequence[str] | None = None
 ) -> pa.Table:
-    return pq.read_table(_fs_path(settings, uri), filesystem=filesystem(settings), columns=columns)
+    return pq.read_table(lake_path(settings, uri), filesystem=filesystem(settings), columns=columns)
 
 
 def partition_exists(settings: LakeSettings, uri: str) -> bool:
-    info = filesystem(settings).get_file_info(_fs_path(settings, uri))
+    info = filesystem(settings).get_file_info(lake_path(settings, uri))
     return info.type == pyarrow.fs.FileType.File

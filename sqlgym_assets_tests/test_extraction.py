@@ -32,6 +32,7 @@ KINDS = TableSpec(
     sync_mode=SyncMode.INCREMENTAL,
     cursor_column="changed_at",
     priority=4,
+    primary_key=("id", "changed_at"),  # compound, to exercise the compound uniqueness check
     columns=(
         Column("id", "character varying", required=True),
         Column("amount", "numeric(10,2)"),
@@ -40,10 +41,10 @@ KINDS = TableSpec(
         Column("small", "smallint"),
         Column("real_value", "real"),
         Column("day", "date"),
-        Column("labels", "text[]"),
+        Column("labels", "text[]", required=True),
         Column("scores", "integer[]"),
         Column("token", "uuid"),
-        Column("doc", "jsonb"),
+        Column("doc", "jsonb", required=True),
         Column("mood", "sqlgym_probe.mood"),
         Column("changed_at", "timestamp without time zone"),
     ),
@@ -87,8 +88,8 @@ def probe_schema(database_url: str) -> Iterator[None]:
             """
             CREATE TABLE kinds (
                 id varchar PRIMARY KEY, amount numeric(10,2), ratio numeric, big bigint,
-                small smallint, real_value real, day date, labels text[], scores integer[],
-                token uuid, doc jsonb, mood mood, changed_at timestamp
+                small smallint, real_value real, day date, labels text[] NOT NULL,
+                scores integer[], token uuid, doc jsonb NOT NULL, mood mood, changed_at timestamp
             )
             """
         )
@@ -101,7 +102,7 @@ def probe_schema(database_url: str) -> Iterator[None]:
              'busy', '2025-03-10 08:00'),
             ('empty', NULL, NULL, NULL, NULL, NULL, NULL, '{}', NULL, NULL, '{}', NULL,
              '2025-03-10 09:00'),
-            ('nowhere', -0.01, 0, 0, 0, 0, NULL, NULL, NULL, NULL, '[]', 'calm', NULL)
+            ('nowhere', -0.01, 0, 0, 0, 0, NULL, '{x}', NULL, NULL, '[]', 'calm', NULL)
             """
         )
     yield
@@ -139,6 +140,13 @@ def test_every_source_type_lands_as_its_arrow_type_with_exact_values(
     assert all(empty[name] is None for name in ("amount", "big", "scores", "mood"))
     (materialization,) = result.asset_materializations_for_node("sqlgym__kinds")
     assert materialization.metadata["sqlgym/null_cursor_rows"].value == 1
+    # Decimal, list and JSON columns must not trip any check (the old validator's defect 8).
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "row_count_matches_source": True,
+        "no_null_required_columns": True,
+        "no_duplicate_primary_keys": True,
+        "schema_matches_source": True,
+    }
 
 
 def test_a_catalog_column_missing_from_the_source_fails_naming_table_and_column(

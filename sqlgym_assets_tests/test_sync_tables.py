@@ -50,6 +50,9 @@ def test_partition_matches_source_value_by_value(table: TableSpec, db, source_en
     assert materialization.metadata["dagster/row_count"].value == len(expected)
     assert materialization.metadata["sqlgym/source_row_count"].value == len(expected)
     assert materialization.metadata["dagster/uri"].value == str(path)
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 4
+    assert all(check.passed for check in checks), [c.check_name for c in checks if not c.passed]
 
 
 def test_json_text_non_ascii_text_and_null_integers_survive(db, source_env) -> None:
@@ -222,6 +225,9 @@ def test_empty_window_writes_a_zero_row_file_with_the_full_schema(source_env) ->
         assert table.schema.field(column.name).type == expected_arrow_type(column.pg_type)
     (materialization,) = result.asset_materializations_for_node("sqlgym__users")
     assert materialization.metadata["dagster/row_count"].value == 0
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert all(check.passed for check in checks.values())
+    assert checks["row_count_matches_source"].metadata["expected"].value == 0
 
 
 def test_snapshot_table_refuses_a_past_day_and_writes_nothing(source_env) -> None:

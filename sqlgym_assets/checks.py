@@ -1,0 +1,246 @@
+"""Quality checks on each lake partition: row count, NULLs, duplicate keys, schema drift.
+
+The row-count, NULL and duplicate validations run with great-expectations in an ephemeral
+context. great-expectations is imported inside the check, never at module import: it costs
+seconds per process and definitions must load without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+    PartitionsDefinition,
+)
+
+from sqlgym_assets.catalog import TableSpec
+from sqlgym_assets.extraction import SourceColumn, plan_column
+from sqlgym_assets.lake import LakeSettings, filesystem, lake_path
+
+ROW_COUNT_MATCHES_SOURCE = "row_count_matches_source"
+NO_NULL_REQUIRED_COLUMNS = "no_null_required_columns"
+NO_DUPLICATE_PRIMARY_KEYS = "no_duplicate_primary_keys"
+SCHEMA_MATCHES_SOURCE = "schema_matches_source"
+MAX_REPORTED_KEYS = 20
+# SUMMARY keeps at most MAX_REPORTED_KEYS offending values and row positions, whatever the size.
+_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_REPORTED_KEYS}
+
+_DESCRIPTIONS = {
+    ROW_COUNT_MATCHES_SOURCE: "The file holds as many rows as PostgreSQL counted for the same "
+    "window, in the same snapshot as the extract.",
+    NO_NULL_REQUIRED_COLUMNS: "No NULL in a column that is NOT NULL in the source.",
+    NO_DUPLICATE_PRIMARY_KEYS: "The primary key is unique within the partition.",
+    SCHEMA_MATCHES_SOURCE: "The file's columns and types equal the source table's current ones "
+    "(a WARN, so a column added upstream shows before it breaks anyone).",
+}
+_BLOCKING = {ROW_COUNT_MATCHES_SOURCE, NO_NULL_REQUIRED_COLUMNS, NO_DUPLICATE_PRIMARY_KEYS}
+CHECK_NAMES = tuple(_DESCRIPTIONS)
+
+
+def build_check_specs(
+    asset_key: AssetKey, partitions_def: PartitionsDefinition
+) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec(
+            name,
+            asset=asset_key,
+            description=description,
+            blocking=name in _BLOCKING,
+            partitions_def=partitions_def,
+        )
+        for name, description in _DESCRIPTIONS.items()
+    ]
+
+
+@dataclass(frozen=True)
+class PartitionFacts:
+    """What the checks compare the file against, all from the source."""
+
+    source_row_count: int | None  # None: no count was recorded for this partition
+    source_columns: Sequence[SourceColumn]
+
+
+def run_checks(
+    table: TableSpec,
+    asset_key: AssetKey,
+    settings: LakeSettings,
+    uri: str,
+    facts: PartitionFacts,
+    selected: Iterable[str] = CHECK_NAMES,
+) -> list[AssetCheckResult]:
+    selected = set(selected)
+    parquet = pq.ParquetFile(lake_path(settings, uri), filesystem=filesystem(settings))
+    results = []
+    if SCHEMA_MATCHES_SOURCE in selected:
+        results.append(check_schema(asset_key, parquet.schema_arrow, facts.source_columns))
+    data_checks = selected & _BLOCKING
+    if not data_checks:
+        return results
+    # Only the key and NOT NULL columns are read: never the JSON and text payloads.
+    required = list(
+        dict.fromkeys([*table.primary_key, *(c.name for c in table.columns if c.required)])
+    )
+    missing = [name for name in required if name not in parquet.schema_arrow.names]
+    if missing:
+        # Without them the NULL and key checks cannot look; the file itself is damaged.
+        return results + [
+            AssetCheckResult(
+                asset_key=asset_key,
+                check_name=name,
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                description=f"The file lacks column(s) {missing}: materialize it again.",
+                metadata={"missing_columns": MetadataValue.json(missing)},
+            )
+            for name in sorted(data_checks)
+        ]
+    frame = parquet.read(columns=required).to_pandas()
+    batch = _gx_batch(frame)
+    if ROW_COUNT_MATCHES_SOURCE in data_checks:
+        results.append(check_row_count(asset_key, batch, len(frame), facts.source_row_count))
+    if NO_NULL_REQUIRED_COLUMNS in data_checks:
+        results.append(check_no_nulls(asset_key, batch, frame, table, required))
+    if NO_DUPLICATE_PRIMARY_KEYS in data_checks:
+        results.append(check_no_duplicates(asset_key, batch, table))
+    return results
+
+
+def _gx_batch(frame: pd.DataFrame) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    source = context.data_sources.add_pandas("lake")
+    asset = source.add_dataframe_asset("partition")
+    batch_definition = asset.add_batch_definition_whole_dataframe("whole_partition")
+    return batch_definition.get_batch(batch_parameters={"dataframe": frame})
+
+
+def _expectations() -> Any:
+    import great_expectations as gx
+
+    return gx.expectations
+
+
+def check_row_count(
+    asset_key: AssetKey, batch: Any, observed: int, expected: int | None
+) -> AssetCheckResult:
+    if expected is None:
+        return AssetCheckResult(
+            asset_key=asset_key,
+            check_name=ROW_COUNT_MATCHES_SOURCE,
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description="No source count was recorded for this partition: materialize it again.",
+            metadata={"observed": observed},
+        )
+    validation = batch.validate(_expectations().ExpectTableRowCountToEqual(value=expected))
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=ROW_COUNT_MATCHES_SOURCE,
+        passed=bool(validation.success),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"expected": expected, "observed": observed, "difference": observed - expected},
+    )
+
+
+def _keys(frame: pd.DataFrame, rows: Sequence[int], table: TableSpec) -> list[str]:
+    keys = frame.loc[list(rows)[:MAX_REPORTED_KEYS], list(table.primary_key)]
+    return [", ".join(str(value) for value in key) for key in keys.itertuples(index=False)]
+
+
+def check_no_nulls(
+    asset_key: AssetKey,
+    batch: Any,
+    frame: pd.DataFrame,
+    table: TableSpec,
+    required: Sequence[str],
+) -> AssetCheckResult:
+    null_counts: dict[str, int] = {}
+    offending_keys: dict[str, list[str]] = {}
+    passed = True
+    for column in required:
+        validation = batch.validate(
+            _expectations().ExpectColumnValuesToNotBeNull(column=column, result_format="COMPLETE")
+        )
+        count = int(validation.result.get("unexpected_count") or 0)
+        null_counts[column] = count
+        if not validation.success:
+            passed = False
+            rows = validation.result.get("partial_unexpected_index_list") or []
+            offending_keys[column] = _keys(frame, rows, table)
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=NO_NULL_REQUIRED_COLUMNS,
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "null_counts": MetadataValue.json(null_counts),
+            "offending_primary_keys": MetadataValue.json(offending_keys),
+            "columns_checked": len(required),
+        },
+    )
+
+
+def check_no_duplicates(asset_key: AssetKey, batch: Any, table: TableSpec) -> AssetCheckResult:
+    expectations = _expectations()
+    if len(table.primary_key) == 1:
+        expectation = expectations.ExpectColumnValuesToBeUnique(
+            column=table.primary_key[0], result_format=_RESULT_FORMAT
+        )
+    else:
+        expectation = expectations.ExpectCompoundColumnsToBeUnique(
+            column_list=list(table.primary_key), result_format=_RESULT_FORMAT
+        )
+    validation = batch.validate(expectation)
+    duplicated: list[str] = []
+    for entry in validation.result.get("partial_unexpected_counts") or []:
+        value = entry["value"]
+        key = value if isinstance(value, list | tuple) else [value]
+        duplicated.append(", ".join(str(part) for part in key))
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=NO_DUPLICATE_PRIMARY_KEYS,
+        passed=bool(validation.success),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "duplicate_rows": int(validation.result.get("unexpected_count") or 0),
+            "duplicated_keys": MetadataValue.json(duplicated[:MAX_REPORTED_KEYS]),
+        },
+    )
+
+
+def check_schema(
+    asset_key: AssetKey, file_schema: pa.Schema, source_columns: Sequence[SourceColumn]
+) -> AssetCheckResult:
+    source = {column.name: plan_column(column).arrow_type for column in source_columns}
+    written = {field.name: field.type for field in file_schema}
+    added = [name for name in source if name not in written]
+    removed = [name for name in written if name not in source]
+    changed = {
+        name: {"file": str(written[name]), "source": str(source[name])}
+        for name in written
+        if name in source and not written[name].equals(source[name])
+    }
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=SCHEMA_MATCHES_SOURCE,
+        passed=not (added or removed or changed),
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "added_columns": MetadataValue.json(added),
+            "removed_columns": MetadataValue.json(removed),
+            "changed_columns": MetadataValue.json(changed),
+        },
+    )

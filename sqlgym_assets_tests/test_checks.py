@@ -1,0 +1,262 @@
+"""The four checks on each partition: clean data passes, each kind of damage fails with the
+right counts and keys, results are kept per day, and great-expectations stays out of loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    materialize,
+)
+from dagster._core.event_api import PartitionKeyFilter
+from psycopg2 import sql
+
+from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
+from sqlgym_assets.catalog import TABLES_BY_NAME
+from sqlgym_assets.checks import CHECK_NAMES
+from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
+from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables
+
+USERS = TABLES_BY_NAME["users"]
+USERS_KEY = AssetKey(["sqlgym", "users"])
+
+
+def evaluations(result: ExecuteInProcessResult) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def check_partition(partition: str, instance: DagsterInstance) -> ExecuteInProcessResult:
+    """Runs only the checks of sqlgym/users on a partition already in the lake."""
+    return materialize(
+        [build_lake_asset(USERS)],
+        selection=AssetSelection.checks_for_assets(USERS_KEY),
+        # The partition travels as a run tag, as in a run launched from the UI: materialize's
+        # partition_key argument insists on a selected asset.
+        tags={"dagster/partition": partition},
+        instance=instance,
+        raise_on_error=False,
+        resources={"postgres": PostgresResource(), LAKE_IO_MANAGER_KEY: ParquetLakeIOManager()},
+    )
+
+
+@pytest.fixture
+def written_day(db, source_env, instance) -> Iterator[tuple[str, pa.Table]]:
+    """A clean users partition materialized into the lake, and what was written."""
+    partition = busiest_day(db, USERS)
+    materialize_tables([USERS], partition, instance=instance)
+    yield partition, pq.read_table(lake_file(source_env, "users", partition))
+
+
+def test_clean_partition_passes_every_check_with_the_counts_in_metadata(
+    db, source_env, instance
+) -> None:
+    partition = busiest_day(db, USERS)
+    result = materialize_tables([USERS], partition, instance=instance)
+
+    checks = evaluations(result)
+    assert set(checks) == set(CHECK_NAMES)
+    assert all(check.passed for check in checks.values())
+    rows = pq.read_metadata(lake_file(source_env, "users", partition)).num_rows
+    count = checks["row_count_matches_source"].metadata
+    assert (count["expected"].value, count["observed"].value, count["difference"].value) == (
+        rows,
+        rows,
+        0,
+    )
+    assert checks["no_null_required_columns"].metadata["null_counts"].value["email"] == 0
+    assert checks["no_duplicate_primary_keys"].metadata["duplicate_rows"].value == 0
+
+
+def test_nulls_in_required_columns_fail_with_counts_and_keys(
+    written_day, source_env, instance
+) -> None:
+    partition, clean = written_day
+    broken_ids = clean["id"].to_pylist()[:2]
+    emails = [
+        None if user_id in broken_ids else email
+        for user_id, email in zip(clean["id"].to_pylist(), clean["email"].to_pylist(), strict=True)
+    ]
+    broken = clean.set_column(
+        clean.schema.get_field_index("email"), "email", pa.array(emails, pa.string())
+    )
+    # An all-NULL nullable column is allowed: only NOT NULL columns are checked.
+    broken = broken.set_column(
+        broken.schema.get_field_index("google_id"),
+        "google_id",
+        pa.nulls(broken.num_rows, pa.string()),
+    )
+    pq.write_table(broken, lake_file(source_env, "users", partition))
+
+    checks = evaluations(check_partition(partition, instance))
+
+    nulls = checks["no_null_required_columns"]
+    assert not nulls.passed
+    assert nulls.severity == AssetCheckSeverity.ERROR
+    assert nulls.metadata["null_counts"].value["email"] == 2
+    assert nulls.metadata["null_counts"].value["id"] == 0
+    assert "google_id" not in nulls.metadata["null_counts"].value
+    assert sorted(nulls.metadata["offending_primary_keys"].value["email"]) == sorted(broken_ids)
+    assert checks["row_count_matches_source"].passed
+    assert checks["no_duplicate_primary_keys"].passed
+
+
+def test_duplicate_keys_fail_with_the_duplicated_values(written_day, source_env, instance) -> None:
+    partition, clean = written_day
+    pq.write_table(
+        pa.concat_tables([clean, clean.slice(0, 3)]), lake_file(source_env, "users", partition)
+    )
+
+    checks = evaluations(check_partition(partition, instance))
+
+    duplicates = checks["no_duplicate_primary_keys"]
+    assert not duplicates.passed
+    assert duplicates.metadata["duplicate_rows"].value == 6
+    assert sorted(duplicates.metadata["duplicated_keys"].value) == sorted(
+        clean["id"].to_pylist()[:3]
+    )
+    count = checks["row_count_matches_source"]
+    assert not count.passed
+    assert count.metadata["difference"].value == 3
+
+
+def test_a_file_with_fewer_rows_than_the_source_count_fails(
+    written_day, source_env, instance
+) -> None:
+    partition, clean = written_day
+    pq.write_table(clean.slice(2), lake_file(source_env, "users", partition))
+
+    checks = evaluations(check_partition(partition, instance))
+
+    count = checks["row_count_matches_source"]
+    assert not count.passed
+    assert count.metadata["expected"].value == clean.num_rows
+    assert count.metadata["observed"].value == clean.num_rows - 2
+    assert count.metadata["difference"].value == -2
+    assert checks["no_null_required_columns"].passed
+
+
+def test_a_file_missing_a_required_column_fails_the_data_checks(
+    written_day, source_env, instance
+) -> None:
+    partition, clean = written_day
+    pq.write_table(clean.drop_columns(["email"]), lake_file(source_env, "users", partition))
+
+    checks = evaluations(check_partition(partition, instance))
+
+    for name in ("no_null_required_columns", "no_duplicate_primary_keys"):
+        assert not checks[name].passed
+        assert checks[name].metadata["missing_columns"].value == ["email"]
+    assert checks["schema_matches_source"].metadata["added_columns"].value == ["email"]
+
+
+def test_checks_on_a_partition_never_written_fail_clearly(source_env, instance) -> None:
+    result = check_partition("2025-02-03", instance)
+
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.to_string()
+    assert "2025-02-03" in message
+    assert "materialize the partition" in message
+
+
+def test_a_column_added_upstream_is_a_schema_warning(db, source_env, instance) -> None:
+    partition = busiest_day(db, USERS)
+    with db.cursor() as cursor:
+        cursor.execute("ALTER TABLE users ADD COLUMN nickname text")
+    try:
+        result = materialize_tables([USERS], partition, instance=instance)
+    finally:
+        with db.cursor() as cursor:
+            cursor.execute("ALTER TABLE users DROP COLUMN nickname")
+
+    assert result.success
+    schema = evaluations(result)["schema_matches_source"]
+    assert not schema.passed
+    assert schema.severity == AssetCheckSeverity.WARN
+    assert schema.metadata["added_columns"].value == ["nickname"]
+    assert schema.metadata["removed_columns"].value == []
+    assert schema.metadata["changed_columns"].value == {}
+
+
+@pytest.fixture
+def auth_provider_nullable(db) -> Iterator[None]:
+    """The source drops a NOT NULL the catalog relies on (and later restores it)."""
+    with db.cursor() as cursor:
+        cursor.execute("ALTER TABLE users ALTER COLUMN auth_provider DROP NOT NULL")
+        cursor.execute("SELECT id, auth_provider FROM users")
+        original = cursor.fetchall()
+    yield
+    with db.cursor() as cursor:
+        for user_id, provider in original:
+            cursor.execute("UPDATE users SET auth_provider = %s WHERE id = %s", (provider, user_id))
+        cursor.execute("ALTER TABLE users ALTER COLUMN auth_provider SET NOT NULL")
+
+
+def _days_with_users(db) -> list[str]:
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT updated_at::date AS d FROM users GROUP BY d ORDER BY count(*) DESC LIMIT 2"
+        )
+        return [day.isoformat() for (day,) in cursor.fetchall()]
+
+
+def test_results_are_kept_per_partition(db, source_env, instance, auth_provider_nullable) -> None:
+    clean_day, bad_day = _days_with_users(db)
+    with db.cursor() as cursor:
+        # A raw-SQL update, as the app's own scripts do: updated_at does not move.
+        cursor.execute(
+            sql.SQL("UPDATE users SET auth_provider = NULL WHERE updated_at::date = %s"),
+            (bad_day,),
+        )
+
+    materialize_tables([USERS], clean_day, instance=instance)
+    materialize_tables([USERS], bad_day, instance=instance, raise_on_error=False)
+
+    history = {}
+    for day in (clean_day, bad_day):
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(USERS_KEY, "no_null_required_columns"),
+            limit=5,
+            partition_filter=PartitionKeyFilter(key=day),
+        )
+        history[day] = record.event.dagster_event.event_specific_data
+    assert history[clean_day].passed
+    assert history[clean_day].partition == clean_day
+    assert not history[bad_day].passed
+    assert history[bad_day].partition == bad_day
+    assert history[bad_day].metadata["null_counts"].value["auth_provider"] > 0
+
+
+def test_definitions_load_without_importing_great_expectations() -> None:
+    probe = (
+        "import sys; from sqlgym_assets import defs; defs.resolve_asset_graph(); "
+        "assert 'great_expectations' not in sys.modules, 'imported at load'"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_definitions_declare_four_partitioned_checks_per_asset_errors_blocking() -> None:
+    from sqlgym_assets import defs
+
+    graph = defs.resolve_asset_graph()
+    lake_keys = [key for key in graph.get_all_asset_keys() if key.path[0] == "sqlgym"]
+    assert len(graph.asset_check_keys) == 4 * len(lake_keys) == 84
+    for check_key in graph.asset_check_keys:
+        spec = graph.get_check_spec(check_key)
+        assert spec.partitions_def is not None
+        assert spec.blocking == (check_key.name != "schema_matches_source")
