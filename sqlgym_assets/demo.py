@@ -15,8 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
+from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster._core.event_api import PartitionKeyFilter
 
 from sqlgym_assets.catalog import TABLES
+from sqlgym_assets.checks import CHECK_NAMES
+from sqlgym_assets.demo_data import load_demo_data
 from sqlgym_assets.local_postgres import default_data_dir, ensure_database, start_embedded_postgres
 
 DEMO_DATABASE = "sqlgym"
@@ -28,12 +32,10 @@ def _has_demo_data(url: str) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def prepare_environment(lake: Path, *, scale: int, reload: bool) -> dict[str, str]:
+def prepare_environment(lake: Path, *, scale: int, reload: bool, data_dir: Path) -> dict[str, str]:
     """Starts the demo database, loads fresh data (always if ``reload``, else only into an empty
     database) and returns the variables that point the project at it."""
-    from sqlgym_assets.demo_data import load_demo_data
-
-    server_url = start_embedded_postgres(default_data_dir("demo"))
+    server_url = start_embedded_postgres(data_dir)
     url = ensure_database(server_url, DEMO_DATABASE)
     if reload or not _has_demo_data(url):
         counts = load_demo_data(url, datetime.now(UTC), scale=scale)
@@ -61,25 +63,42 @@ def materialize_today(variables: dict[str, str]) -> str:
     return partition
 
 
-def summary_rows(partition: str) -> list[tuple[str, str, str, str]]:
-    from dagster import AssetKey, DagsterInstance
+def _check_summary(instance: DagsterInstance, asset_key: AssetKey, partition: str) -> str:
+    failed, evaluated = [], 0
+    for name in CHECK_NAMES:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(asset_key, name),
+            limit=1,
+            partition_filter=PartitionKeyFilter(key=partition),
+        )
+        evaluation = records[0].event.dagster_event.event_specific_data if records else None
+        if evaluation is not None and evaluation.partition == partition:
+            evaluated += 1
+            if not evaluation.passed:
+                failed.append(name)
+    if failed:
+        return "failed: " + ", ".join(failed)
+    return f"{evaluated}/{len(CHECK_NAMES)} passed"
 
+
+def summary_rows(partition: str) -> list[tuple[str, str, str, str, str]]:
     rows = []
     with DagsterInstance.get() as instance:
         for table in TABLES:
-            record = instance.fetch_materializations(
-                AssetKey(["sqlgym", table.name]), limit=1
+            asset_key = AssetKey(["sqlgym", table.name])
+            records = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
             ).records
-            materialization = record[0].asset_materialization if record else None
-            if materialization is None or materialization.partition != partition:
-                rows.append((table.name, table.sync_mode.value, "-", "not materialized"))
+            if not records:
+                rows.append((table.name, table.sync_mode.value, "-", "-", "not materialized"))
                 continue
-            metadata = materialization.metadata
+            metadata = records[0].asset_materialization.metadata
             rows.append(
                 (
                     table.name,
                     table.sync_mode.value,
                     str(metadata["dagster/row_count"].value),
+                    _check_summary(instance, asset_key, partition),
                     str(metadata["dagster/uri"].value),
                 )
             )
@@ -101,19 +120,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lake", type=Path, default=Path(".lake"), help="local lake directory")
     parser.add_argument("--scale", type=int, default=1, help="multiplies the synthetic data")
     parser.add_argument(
+        "--pg-data",
+        type=Path,
+        default=default_data_dir("demo"),
+        help="the embedded PostgreSQL's data directory (keep it outside the checkout)",
+    )
+    parser.add_argument(
         "--serve",
         action="store_true",
         help="start the database (loading data if it has none) and `dagster dev` on it",
     )
     args = parser.parse_args(argv)
     if args.serve:
-        variables = prepare_environment(args.lake, scale=args.scale, reload=False)
+        variables = prepare_environment(
+            args.lake, scale=args.scale, reload=False, data_dir=args.pg_data
+        )
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
         os.execve(sys.executable, command, {**os.environ, **variables})
-    variables = prepare_environment(args.lake, scale=args.scale, reload=True)
+    variables = prepare_environment(args.lake, scale=args.scale, reload=True, data_dir=args.pg_data)
     partition = materialize_today(variables)
     print(f"\nSQLGym lake, partition {partition}:")
-    print(format_table(("table", "mode", "rows", "file"), summary_rows(partition)))
+    print(format_table(("table", "mode", "rows", "checks", "file"), summary_rows(partition)))
 
 
 if __name__ == "__main__":

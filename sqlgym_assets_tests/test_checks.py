@@ -23,11 +23,11 @@ from dagster._core.event_api import PartitionKeyFilter
 from psycopg2 import sql
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
-from sqlgym_assets.catalog import TABLES_BY_NAME
+from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME
 from sqlgym_assets.checks import CHECK_NAMES
 from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
-from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables
+from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables, today
 
 USERS = TABLES_BY_NAME["users"]
 USERS_KEY = AssetKey(["sqlgym", "users"])
@@ -260,3 +260,20 @@ def test_definitions_declare_four_partitioned_checks_per_asset_errors_blocking()
         spec = graph.get_check_spec(check_key)
         assert spec.partitions_def is not None
         assert spec.blocking == (check_key.name != "schema_matches_source")
+
+
+def test_the_lake_checks_job_revalidates_a_day_without_extracting(db, source_env, instance) -> None:
+    from sqlgym_assets import defs
+
+    day = today()
+    materialize_tables(TABLES, day, instance=instance)
+
+    result = defs.resolve_job_def("sqlgym_lake_checks").execute_in_process(
+        tags={"dagster/partition": day}, instance=instance
+    )
+
+    assert result.success
+    assert not result.get_asset_materialization_events()
+    checked = {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations()}
+    assert checked == {(table.name, name) for table in TABLES for name in CHECK_NAMES}
+    assert all(e.passed and e.partition == day for e in result.get_asset_check_evaluations())

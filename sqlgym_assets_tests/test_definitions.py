@@ -60,3 +60,7 @@ def test_lake_assets_carry_their_column_schema() -> None:
 
 def test_resources_are_the_postgres_reader_and_the_parquet_lake() -> None:
     assert set(defs.resources) == {"postgres", "parquet_lake"}
+
+
+def test_jobs_are_pinned() -> None:
+    assert {job.name for job in defs.jobs} == {"sqlgym_lake_checks"}
