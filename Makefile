@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo dev test lint format dagster-home clean
+.PHONY: install demo dev test lint format monitor dagster-home clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ demo: install dagster-home
 
 dev: install dagster-home
 	$(BIN)/sqlgym-demo --serve
+
+monitor: install dagster-home
+	$(BIN)/sqlgym-monitor
 
 test: install
 	$(BIN)/pytest

@@ -1,7 +1,7 @@
 """The asset factory: one daily-partitioned lake asset per table, fed by its Postgres table."""
 
 from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
@@ -12,9 +12,11 @@ from dagster import (
     AssetSpec,
     DailyPartitionsDefinition,
     Failure,
+    FreshnessPolicy,
     MetadataValue,
     Output,
     ResourceParam,
+    RetryPolicy,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
@@ -32,10 +34,15 @@ from sqlgym_assets.extraction import check_partition_readable, partition_window
 from sqlgym_assets.lake import partition_exists
 from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets.retries import SYNC_RETRY_POLICY, fail_permanent_errors_without_retry
 
 # UTC days, today included: the hourly run keeps refreshing the current day.
 DAILY_PARTITIONS = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
 LAKE_IO_MANAGER_KEY = "parquet_lake"
+# Every table's step takes a slot of this pool; dagster.yaml sets how many query at once.
+SOURCE_DATABASE_POOL = "sqlgym_source_db"
+STEP_PRIORITY_BASE = 5  # catalog priority 1 runs first: Dagster runs higher numbers first
+BACKFILL_TAG = "dagster/backfill"
 SOURCE_ROW_COUNT = "sqlgym/source_row_count"
 
 
@@ -87,7 +94,9 @@ def build_source_asset(table: TableSpec) -> AssetSpec:
     )
 
 
-def build_lake_asset(table: TableSpec) -> AssetsDefinition:
+def build_lake_asset(
+    table: TableSpec, retry_policy: RetryPolicy | None = SYNC_RETRY_POLICY
+) -> AssetsDefinition:
     key = lake_asset_key(table)
     spec = AssetSpec(
         key=key,
@@ -99,6 +108,13 @@ def build_lake_asset(table: TableSpec) -> AssetsDefinition:
             "dagster/column_schema": column_schema(table),
             **_sync_metadata(table),
         },
+        # Scheduled hourly: stale after 2 hours is a warning, after 6 a failure.
+        freshness_policy=FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=6), warn_window=timedelta(hours=2)
+        )
+        if table.enabled
+        else None,
+        skippable=True,  # a snapshot table sits out past-day backfills
     ).with_io_manager_key(LAKE_IO_MANAGER_KEY)
 
     # A multi-asset so the checks can run without the asset: re-validating a written partition
@@ -109,6 +125,9 @@ def build_lake_asset(table: TableSpec) -> AssetsDefinition:
         partitions_def=DAILY_PARTITIONS,
         check_specs=build_check_specs(key, DAILY_PARTITIONS),
         can_subset=True,
+        pool=SOURCE_DATABASE_POOL,
+        op_tags={"dagster/priority": str(STEP_PRIORITY_BASE - table.priority)},
+        retry_policy=retry_policy,
     )
     def sync_table(
         context: AssetExecutionContext,
@@ -118,13 +137,30 @@ def build_lake_asset(table: TableSpec) -> AssetsDefinition:
     ) -> Iterator[Output | AssetCheckResult]:
         checks = {check_key.name for check_key in context.selected_asset_check_keys}
         uri = parquet_lake.partition_uri(key, context.partition_key)
-        if key in context.selected_asset_keys:
-            facts = yield from _extract(context, table, postgres)
-        else:
-            facts = _recorded_facts(context, table, postgres, parquet_lake, uri, checks)
-        yield from run_checks(table, key, parquet_lake.settings(), uri, facts, checks)
+        with fail_permanent_errors_without_retry():
+            if key in context.selected_asset_keys:
+                if _sits_out_backfill(context, table):
+                    return
+                facts = yield from _extract(context, table, postgres)
+            else:
+                facts = _recorded_facts(context, table, postgres, parquet_lake, uri, checks)
+            yield from run_checks(table, key, parquet_lake.settings(), uri, facts, checks)
 
     return sync_table
+
+
+def _sits_out_backfill(context: AssetExecutionContext, table: TableSpec) -> bool:
+    """A past day of a snapshot table cannot be read; in a backfill it is left out, not failed."""
+    if BACKFILL_TAG not in context.run.tags or table.sync_mode is not SyncMode.SNAPSHOT:
+        return False
+    today = datetime.now(UTC).date().isoformat()
+    if context.partition_key == today:
+        return False
+    context.log.info(
+        f"sqlgym/{table.name} is a snapshot table: it holds the whole table as of now, so "
+        f"backfill day {context.partition_key} is left out (only {today} can be taken)"
+    )
+    return True
 
 
 def _extract(
@@ -188,9 +224,11 @@ def _recorded_facts(
     )
 
 
-def build_assets(tables: tuple[TableSpec, ...] = TABLES) -> list[AssetSpec | AssetsDefinition]:
+def build_assets(
+    tables: tuple[TableSpec, ...] = TABLES, retry_policy: RetryPolicy | None = SYNC_RETRY_POLICY
+) -> list[AssetSpec | AssetsDefinition]:
     validate_catalog(tables)
     return [
         *(build_source_asset(table) for table in tables),
-        *(build_lake_asset(table) for table in tables),
+        *(build_lake_asset(table, retry_policy) for table in tables),
     ]

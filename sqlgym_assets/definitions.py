@@ -1,11 +1,13 @@
-"""The code location: every asset, check, job and resource of the SQLGym lake."""
+"""The code location: every asset, check, job, schedule, sensor and resource of the SQLGym lake."""
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
+from sqlgym_assets.alerts import run_failure_alert
 from sqlgym_assets.assets import DAILY_PARTITIONS, LAKE_IO_MANAGER_KEY, build_assets, lake_asset_key
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets.schedules import ScheduleSettings, build_schedules
 
 # Re-validates a day already in the lake without extracting it again: launch it for a partition.
 lake_checks_job = define_asset_job(
@@ -15,12 +17,18 @@ lake_checks_job = define_asset_job(
     description="Runs the four checks of every lake asset on a partition already written.",
 )
 
-# Resources read their environment variables when a run starts, never here at import.
-defs = Definitions(
-    assets=build_assets(),
-    jobs=[lake_checks_job],
-    resources={
-        "postgres": PostgresResource(),
-        LAKE_IO_MANAGER_KEY: ParquetLakeIOManager(),
-    },
-)
+
+@definitions
+def defs() -> Definitions:
+    """Built when the code location loads: the schedule settings come from its environment, and
+    the resources read theirs only when a run starts."""
+    return Definitions(
+        assets=build_assets(),
+        jobs=[lake_checks_job],  # the schedules bring their own jobs
+        schedules=build_schedules(ScheduleSettings.from_environment()),
+        sensors=[run_failure_alert],
+        resources={
+            "postgres": PostgresResource(),
+            LAKE_IO_MANAGER_KEY: ParquetLakeIOManager(),
+        },
+    )

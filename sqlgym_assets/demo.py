@@ -20,6 +20,7 @@ from dagster._core.event_api import PartitionKeyFilter
 
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.checks import CHECK_NAMES
+from sqlgym_assets.console import format_table
 from sqlgym_assets.demo_data import load_demo_data
 from sqlgym_assets.local_postgres import default_data_dir, ensure_database, start_embedded_postgres
 
@@ -103,16 +104,6 @@ def summary_rows(partition: str) -> list[tuple[str, str, str, str, str]]:
                 )
             )
     return rows
-
-
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -54,6 +55,19 @@ class LakeSettings:
 
     def endpoint(self) -> str | None:
         return self.s3_endpoint_url or s3_endpoint_from_environment()
+
+    def encryption(self) -> dict[str, str]:
+        """Server-side encryption arguments for every object the lake writes."""
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return {"ServerSideEncryption": "AES256"}
+
+    def s3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint(), region_name=region_from_environment()
+        )
 
 
 def lake_settings(url: str | None, **options: str | None) -> LakeSettings:
@@ -132,16 +146,8 @@ def write_partition(
 def _upload(settings: LakeSettings, staged: Path, uri: str) -> None:
     # pyarrow's S3 filesystem cannot ask for SSE-S3 or SSE-KMS, so uploads go through boto3,
     # whose managed (multipart) upload creates the object only once every part has arrived.
-    import boto3
-
     bucket, key = settings.s3_location(uri)
-    encryption: dict[str, str] = {"ServerSideEncryption": "AES256"}
-    if settings.kms_key_id:
-        encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": settings.kms_key_id}
-    client = boto3.client(
-        "s3", endpoint_url=settings.endpoint(), region_name=region_from_environment()
-    )
-    client.upload_file(str(staged), bucket, key, ExtraArgs=encryption)
+    settings.s3_client().upload_file(str(staged), bucket, key, ExtraArgs=settings.encryption())
 
 
 def filesystem(settings: LakeSettings) -> pyarrow.fs.FileSystem:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import date
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +17,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from sqlgym_assets.lake import LakeSettings, lake_settings, read_partition, write_partition
+from sqlgym_assets.lake import (
+    LakeSettings,
+    WrittenFile,
+    lake_settings,
+    read_partition,
+    write_partition,
+)
+from sqlgym_assets.sync_history import SyncRecord, sync_status, write_sync_record
 
 LAKE_URL_ENV = "SQLGYM_LAKE_URL"
 
@@ -49,9 +58,12 @@ class ParquetLakeIOManager(ConfigurableIOManager):
     def handle_output(
         self, context: OutputContext, obj: pa.RecordBatchReader | pa.Table | pd.DataFrame
     ) -> None:
-        uri = self.partition_uri(context.asset_key, context.asset_partition_key)
-        written = write_partition(self.settings(), uri, obj)
+        settings = self.settings()
+        partition = context.asset_partition_key
+        uri = self.partition_uri(context.asset_key, partition)
+        written = write_partition(settings, uri, obj)
         context.log.info(f"wrote {written.rows} rows ({written.bytes} bytes) to {uri}")
+        record_uri = self._record_sync(context, settings, partition, written)
         context.add_output_metadata(
             {
                 "dagster/row_count": written.rows,
@@ -62,8 +74,34 @@ class ParquetLakeIOManager(ConfigurableIOManager):
                 "sqlgym/rows_per_second": round(written.rows / written.seconds)
                 if written.seconds > 0
                 else 0,
+                "sqlgym/sync_record": record_uri,
             }
         )
+
+    def _record_sync(
+        self, context: OutputContext, settings: LakeSettings, partition: str, written: WrittenFile
+    ) -> str:
+        def value(metadata: Mapping[str, Any], key: str) -> Any:
+            entry = metadata.get(key)
+            return getattr(entry, "value", entry)
+
+        written_at = datetime.now(UTC)
+        source_count = value(context.output_metadata, "sqlgym/source_row_count")
+        record = SyncRecord(
+            table=context.asset_key.path[-1],
+            partition=partition,
+            mode=str(value(context.definition_metadata, "sqlgym/sync_mode") or ""),
+            window=str(value(context.output_metadata, "sqlgym/window") or ""),
+            rows=written.rows,
+            source_row_count=None if source_count is None else int(source_count),
+            bytes=written.bytes,
+            file_uri=written.uri,
+            duration_seconds=round(written.seconds, 3),
+            run_id=context.run_id,
+            status=sync_status(written.rows),
+            written_at=written_at.isoformat(),
+        )
+        return write_sync_record(settings, record, written_at)
 
     def load_input(self, context: InputContext) -> pa.Table:
         uri = self.partition_uri(context.asset_key, context.asset_partition_key)

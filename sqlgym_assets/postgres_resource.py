@@ -48,7 +48,12 @@ _BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
 class DatabaseConfigurationError(RuntimeError):
-    """The credentials could not be found or used. Never carries a credential's value."""
+    """The credentials could not be found or read. Never carries a credential's value."""
+
+
+class DatabaseConnectionError(ConnectionError):
+    """The database refused or dropped the connection; worth another try. Never carries a
+    credential's value."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -248,7 +253,7 @@ class PostgresResource(ConfigurableResource):
         try:
             connection = adbc_driver_postgresql.dbapi.connect(settings.uri, autocommit=True)
         except adbc_driver_manager.Error as error:
-            raise DatabaseConfigurationError(
+            raise DatabaseConnectionError(
                 f"could not connect to PostgreSQL with the credentials from {settings.origin}: "
                 f"{settings.redact(str(error)).strip()}"
             ) from None

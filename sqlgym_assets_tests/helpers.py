@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, RetryPolicy, materialize
 from psycopg2 import sql
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
@@ -52,11 +52,16 @@ def materialize_tables(
     raise_on_error: bool = True,
     postgres: PostgresResource | None = None,
     lake: ParquetLakeIOManager | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> ExecuteInProcessResult:
-    """Materializes one partition of the given tables through the real assets and resources."""
+    """Materializes one partition of the given tables through the real assets and resources.
+
+    Steps are not retried unless a test asks for a retry policy: a failure a test provokes
+    must show on the first attempt.
+    """
     specs = [TABLES_BY_NAME[t] if isinstance(t, str) else t for t in tables]
     return materialize(
-        build_assets(tuple(specs)),
+        build_assets(tuple(specs), retry_policy=retry_policy),
         selection=[AssetKey(["sqlgym", spec.name]) for spec in specs],
         partition_key=partition,
         instance=instance,

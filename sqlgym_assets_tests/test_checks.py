@@ -241,7 +241,7 @@ def test_results_are_kept_per_partition(db, source_env, instance, auth_provider_
 
 def test_definitions_load_without_importing_great_expectations() -> None:
     probe = (
-        "import sys; from sqlgym_assets import defs; defs.resolve_asset_graph(); "
+        "import sys; from sqlgym_assets import defs; defs().resolve_asset_graph(); "
         "assert 'great_expectations' not in sys.modules, 'imported at load'"
     )
     completed = subprocess.run(
@@ -253,7 +253,7 @@ def test_definitions_load_without_importing_great_expectations() -> None:
 def test_definitions_declare_four_partitioned_checks_per_asset_errors_blocking() -> None:
     from sqlgym_assets import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     lake_keys = [key for key in graph.get_all_asset_keys() if key.path[0] == "sqlgym"]
     assert len(graph.asset_check_keys) == 4 * len(lake_keys) == 84
     for check_key in graph.asset_check_keys:
@@ -268,8 +268,10 @@ def test_the_lake_checks_job_revalidates_a_day_without_extracting(db, source_env
     day = today()
     materialize_tables(TABLES, day, instance=instance)
 
-    result = defs.resolve_job_def("sqlgym_lake_checks").execute_in_process(
-        tags={"dagster/partition": day}, instance=instance
+    result = (
+        defs()
+        .resolve_job_def("sqlgym_lake_checks")
+        .execute_in_process(tags={"dagster/partition": day}, instance=instance)
     )
 
     assert result.success

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 from dagster import AssetKey, DailyPartitionsDefinition
 
-from sqlgym_assets import defs
 from sqlgym_assets.catalog import TABLES
+from sqlgym_assets.definitions import defs as load_definitions
 
 TABLE_NAMES = {
     "users", "followers", "helpful_links", "topics", "problems", "problem_schemas", "test_cases",
@@ -17,7 +17,7 @@ GROUPS = {"users", "content", "progress", "gamification", "community", "solution
 
 
 def _graph():
-    return defs.resolve_asset_graph()
+    return load_definitions().resolve_asset_graph()
 
 
 def test_definitions_hold_exactly_the_21_lake_assets_and_their_postgres_sources() -> None:
@@ -59,8 +59,20 @@ def test_lake_assets_carry_their_column_schema() -> None:
 
 
 def test_resources_are_the_postgres_reader_and_the_parquet_lake() -> None:
-    assert set(defs.resources) == {"postgres", "parquet_lake"}
+    assert set(load_definitions().resources) == {"postgres", "parquet_lake"}
 
 
-def test_jobs_are_pinned() -> None:
-    assert {job.name for job in defs.jobs} == {"sqlgym_lake_checks"}
+def test_jobs_schedules_and_sensors_are_pinned() -> None:
+    definitions = load_definitions()
+    jobs = {job.name for job in definitions.resolve_all_job_defs()}
+    assert jobs == {
+        "__ASSET_JOB",
+        "sqlgym_lake_checks",
+        "sqlgym_hourly_incremental_job",
+        "sqlgym_hourly_snapshot_job",
+    }
+    assert {schedule.name for schedule in definitions.schedules} == {
+        "sqlgym_hourly_incremental",
+        "sqlgym_hourly_snapshot",
+    }
+    assert {sensor.name for sensor in definitions.sensors} == {"sqlgym_run_failure_alert"}

@@ -1,0 +1,87 @@
+"""Run failures, told once and clearly: a log line per failed table, and one notifier hook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from dagster import RunFailureSensorContext, run_failure_sensor
+
+from sqlgym_assets.aws import region_from_environment
+
+WEBHOOK_URL_ENV = "SQLGYM_ALERT_WEBHOOK_URL"  # a Slack incoming webhook, or anything taking JSON
+SNS_TOPIC_ARN_ENV = "SQLGYM_ALERT_SNS_TOPIC_ARN"
+WEBSERVER_URL_ENV = "SQLGYM_DAGSTER_URL"
+DEFAULT_WEBSERVER_URL = "http://localhost:3000"
+
+logger = logging.getLogger("sqlgym_assets.alerts")
+
+
+@dataclass(frozen=True)
+class Alert:
+    table: str
+    partition: str
+    error: str
+    run_url: str
+
+    def line(self) -> str:
+        return (
+            f"SQLGYM SYNC FAILED table={self.table} partition={self.partition} "
+            f"error={self.error!r} run={self.run_url}"
+        )
+
+
+def alerts_for(context: RunFailureSensorContext) -> list[Alert]:
+    run = context.dagster_run
+    base = os.environ.get(WEBSERVER_URL_ENV, DEFAULT_WEBSERVER_URL).rstrip("/")
+    run_url = f"{base}/runs/{run.run_id}"
+    partition = run.tags.get("dagster/partition", "-")
+    alerts = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error
+        message = error.message.strip().splitlines()[-1] if error else "unknown error"
+        if error and error.cause:
+            message = error.cause.message.strip().splitlines()[-1]
+        table = (event.step_key or "").removeprefix("sqlgym__")
+        alerts.append(Alert(table, partition, message, run_url))
+    if not alerts:  # the run died outside any step (e.g. it could not start)
+        message = context.failure_event.message or "run failed"
+        alerts.append(Alert("-", partition, message, run_url))
+    return alerts
+
+
+def notify(alert: Alert) -> None:
+    """The one place a notifier plugs in, chosen by environment variable."""
+    webhook = os.environ.get(WEBHOOK_URL_ENV)
+    if webhook:
+        request = urllib.request.Request(
+            webhook,
+            data=json.dumps({"text": alert.line(), **asdict(alert)}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    topic = os.environ.get(SNS_TOPIC_ARN_ENV)
+    if topic:
+        import boto3
+
+        boto3.client("sns", region_name=region_from_environment()).publish(
+            TopicArn=topic, Subject="sqlgym sync failed", Message=alert.line()
+        )
+
+
+@run_failure_sensor(
+    name="sqlgym_run_failure_alert",
+    description=f"Logs one alert line per failed table; posts it to ${WEBHOOK_URL_ENV} "
+    f"and/or ${SNS_TOPIC_ARN_ENV} when set.",
+    monitor_all_code_locations=False,
+)
+def run_failure_alert(context: RunFailureSensorContext) -> None:
+    for alert in alerts_for(context):
+        context.log.error(alert.line())
+        logger.error(alert.line())
+        notify(alert)

@@ -1,0 +1,85 @@
+"""A small JSON record beside the data for every materialization, for readers without Dagster.
+
+``<lake>/_metadata/<table>/<YYYYMMDD>T<HHMMSS>Z.json``: names sort by time. A record never
+overwrites another: two materializations of a table in the same second get ``..Z-1.json``,
+``..Z-2.json`` (the old Lambda's files written in the same second collided).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import botocore.exceptions
+
+from sqlgym_assets.lake import LakeSettings
+
+HISTORY_FOLDER = "_metadata"
+MAX_SAME_SECOND = 100
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    table: str
+    partition: str
+    mode: str
+    window: str
+    rows: int
+    source_row_count: int | None
+    bytes: int
+    file_uri: str
+    duration_seconds: float
+    run_id: str
+    status: str  # "success", or "no_new_data" when the window held no rows (not a failure)
+    written_at: str
+
+
+def sync_status(rows: int) -> str:
+    return "success" if rows else "no_new_data"
+
+
+def record_uri(settings: LakeSettings, table: str, written_at: datetime, attempt: int = 0) -> str:
+    suffix = f"-{attempt}" if attempt else ""
+    name = f"{written_at:%Y%m%dT%H%M%S}Z{suffix}.json"
+    return f"{settings.url.rstrip('/')}/{HISTORY_FOLDER}/{table}/{name}"
+
+
+def write_sync_record(settings: LakeSettings, record: SyncRecord, written_at: datetime) -> str:
+    body = json.dumps(asdict(record), indent=2, sort_keys=True).encode()
+    for attempt in range(MAX_SAME_SECOND):
+        uri = record_uri(settings, record.table, written_at, attempt)
+        if _create_new(settings, uri, body):
+            return uri
+    raise FileExistsError(f"{MAX_SAME_SECOND} sync records of {record.table} in one second")
+
+
+def _create_new(settings: LakeSettings, uri: str, body: bytes) -> bool:
+    """Writes ``body`` only if nothing is at ``uri`` yet; False if something is."""
+    if settings.is_s3:
+        bucket, key = settings.s3_location(uri)
+        try:
+            settings.s3_client().put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                IfNoneMatch="*",
+                **settings.encryption(),
+            )
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False
+            raise
+        return True
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(body)
+    return True
