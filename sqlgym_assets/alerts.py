@@ -7,10 +7,14 @@ import logging
 import os
 import urllib.request
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from dagster import RunFailureSensorContext, run_failure_sensor
 
 from sqlgym_assets.aws import region_from_environment
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
 
 WEBHOOK_URL_ENV = "SQLGYM_ALERT_WEBHOOK_URL"  # a Slack incoming webhook, or anything taking JSON
 SNS_TOPIC_ARN_ENV = "SQLGYM_ALERT_SNS_TOPIC_ARN"
@@ -41,16 +45,27 @@ def alerts_for(context: RunFailureSensorContext) -> list[Alert]:
     partition = run.tags.get("dagster/partition", "-")
     alerts = []
     for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
-        message = error.message.strip().splitlines()[-1] if error else "unknown error"
-        if error and error.cause:
-            message = error.cause.message.strip().splitlines()[-1]
         table = (event.step_key or "").removeprefix("sqlgym__")
-        alerts.append(Alert(table, partition, message, run_url))
+        alerts.append(
+            Alert(table, partition, error_summary(event.step_failure_data.error), run_url)
+        )
     if not alerts:  # the run died outside any step (e.g. it could not start)
         message = context.failure_event.message or "run failed"
         alerts.append(Alert("-", partition, message, run_url))
     return alerts
+
+
+def error_summary(error: SerializableErrorInfo | None, width: int = 300) -> str:
+    """The root cause in its own words: first line, without the exception's module and class."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None or not error.message.strip():
+        return "no error recorded"
+    line = error.message.strip().splitlines()[0]
+    kind, separator, words = line.partition(": ")
+    if separator and "." in kind and " " not in kind:
+        line = words
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def notify(alert: Alert) -> None:

@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
-from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+)
 from dagster._core.event_api import PartitionKeyFilter
 
 from sqlgym_assets.catalog import TABLES
@@ -73,7 +79,7 @@ def _check_summary(instance: DagsterInstance, asset_key: AssetKey, partition: st
             partition_filter=PartitionKeyFilter(key=partition),
         )
         evaluation = records[0].event.dagster_event.event_specific_data if records else None
-        if evaluation is not None and evaluation.partition == partition:
+        if isinstance(evaluation, AssetCheckEvaluation) and evaluation.partition == partition:
             evaluated += 1
             if not evaluation.passed:
                 failed.append(name)

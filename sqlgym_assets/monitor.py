@@ -1,7 +1,7 @@
 """`sqlgym-monitor`: the state of every table from the Dagster instance, in one screen.
 
-It asks the instance's indexed event log for the latest record of each kind per asset (a handful
-of queries per table), never lists the lake's objects.
+It asks the instance's indexed storage for the latest records (a few queries per table, and the
+step failures of recent failed runs), never lists the lake's objects.
 """
 
 from __future__ import annotations
@@ -10,8 +10,18 @@ import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    EventLogRecord,
+    RunsFilter,
+)
 
+from sqlgym_assets.alerts import error_summary
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.checks import CHECK_NAMES
 from sqlgym_assets.console import format_table
@@ -39,6 +49,7 @@ class TableStatus:
         )
 
 
+RECENT_FAILED_RUNS = 200  # enough to cover every table's latest failure in practice
 HEADER = ("table", "last partition", "at (UTC)", "rows", "last failure", "error", "checks")
 
 
@@ -46,15 +57,27 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _short(text: str, width: int = 60) -> str:
-    line = text.strip().splitlines()[-1] if text.strip() else ""
-    return line if len(line) <= width else line[: width - 1] + "…"
+def latest_step_failures(instance: DagsterInstance) -> dict[str, EventLogRecord]:
+    """The newest failure of each step, read from the most recent failed runs only."""
+    latest: dict[str, EventLogRecord] = {}
+    failed_runs = instance.get_runs(
+        filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE]), limit=RECENT_FAILED_RUNS
+    )
+    for run in failed_runs:  # newest first
+        records = instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.STEP_FAILURE
+        ).records
+        for record in reversed(records):
+            latest.setdefault(record.event_log_entry.step_key or "", record)
+    return latest
 
 
-def table_status(instance: DagsterInstance, table: str) -> TableStatus:
+def table_status(
+    instance: DagsterInstance, table: str, failures: dict[str, EventLogRecord]
+) -> TableStatus:
     key = AssetKey(["sqlgym", table])
     success = instance.fetch_materializations(key, limit=1).records
-    failure = instance.fetch_failed_materializations(key, limit=1).records
+    failure = failures.get(key.to_python_identifier())
     partition, at, rows = "-", "-", "-"
     if success:
         materialization = success[0].asset_materialization
@@ -62,33 +85,30 @@ def table_status(instance: DagsterInstance, table: str) -> TableStatus:
         at = _when(success[0].timestamp)
         row_count = materialization.metadata.get("dagster/row_count")
         rows = str(row_count.value) if row_count is not None else "-"
-    failed_at, error = "-", ""
+    failed_at, error = "-", "-"
     if failure:
-        event = failure[0].event_log_entry.dagster_event
-        data = event.asset_failed_to_materialize_data
-        failed_partition = data.asset_materialization_failure.partition or "-"
-        failed_at = f"{failed_partition} at {_when(failure[0].timestamp)}"
-        cause = data.error.cause if data.error and data.error.cause else data.error
-        error = _short(cause.message) if cause else "(no error recorded)"
+        run = instance.get_run_by_id(failure.run_id)
+        failed_partition = run.tags.get("dagster/partition", "-") if run else "-"
+        failed_at = f"{failed_partition} at {_when(failure.timestamp)}"
+        error = error_summary(failure.event_log_entry.dagster_event.step_failure_data.error, 90)
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [AssetCheckKey(key, name) for name in CHECK_NAMES]
     )
-    failed_checks = []
-    evaluated = 0
+    failed_checks, not_run, evaluated = [], [], 0
     for check_key, record in latest.items():
-        evaluation = record.event.dagster_event.event_specific_data if record.event else None
-        if evaluation is None:
+        data = record.event.dagster_event.event_specific_data if record.event else None
+        if not isinstance(data, AssetCheckEvaluation):  # planned, but its run failed first
+            not_run.append(check_key.name)
             continue
         evaluated += 1
-        if not evaluation.passed:
-            failed_checks.append(f"{check_key.name}@{evaluation.partition}")
-    checks = (
-        "failed: " + ", ".join(failed_checks)
-        if failed_checks
-        else f"{evaluated}/{len(CHECK_NAMES)} passed"
-        if evaluated
-        else "-"
-    )
+        if not data.passed:
+            failed_checks.append(f"{check_key.name}@{data.partition}")
+    if failed_checks:
+        checks = "failed: " + ", ".join(failed_checks)
+    elif evaluated:
+        checks = f"{evaluated}/{len(CHECK_NAMES)} passed"
+    else:
+        checks = "not run" if not_run else "-"
     return TableStatus(table, partition, at, rows, failed_at, error, checks)
 
 
@@ -96,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sqlgym-monitor", description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     with DagsterInstance.get() as instance:
-        statuses = [table_status(instance, table.name) for table in TABLES]
+        failures = latest_step_failures(instance)
+        statuses = [table_status(instance, table.name, failures) for table in TABLES]
     print(format_table(HEADER, [status.cells() for status in statuses]))
 
 

@@ -53,6 +53,7 @@ def materialize_tables(
     postgres: PostgresResource | None = None,
     lake: ParquetLakeIOManager | None = None,
     retry_policy: RetryPolicy | None = None,
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     """Materializes one partition of the given tables through the real assets and resources.
 
@@ -66,6 +67,7 @@ def materialize_tables(
         partition_key=partition,
         instance=instance,
         raise_on_error=raise_on_error,
+        tags=tags,
         resources={
             "postgres": postgres or PostgresResource(),
             LAKE_IO_MANAGER_KEY: lake or ParquetLakeIOManager(),

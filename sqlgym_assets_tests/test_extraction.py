@@ -16,6 +16,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dagster import RetryPolicy
 from psycopg2 import sql
 
 from sqlgym_assets.catalog import Column, SyncMode, TableSpec
@@ -84,6 +85,7 @@ def probe_schema(database_url: str) -> Iterator[None]:
         cursor.execute(sql.SQL("CREATE SCHEMA {}").format(PROBE))
         cursor.execute(sql.SQL("SET search_path = {}").format(PROBE))
         cursor.execute("CREATE TYPE mood AS ENUM ('calm', 'busy')")
+        cursor.execute("CREATE TABLE stall_once (flag boolean)")
         cursor.execute(
             """
             CREATE TABLE kinds (
@@ -177,6 +179,9 @@ def _create_stream_view(db, failure: str) -> None:
         "error": "repeat('x', 200) || (1 / (30000 - n))::text",
         "stall": "repeat('x', 200) || CASE WHEN n = 30000 THEN "
         "(SELECT 'z' FROM pg_sleep(60)) ELSE '' END",
+        # Stalls only while sqlgym_probe.stall_once holds a row: the killer empties it.
+        "stall_once": "repeat('x', 200) || CASE WHEN n = 30000 AND EXISTS "
+        "(SELECT 1 FROM sqlgym_probe.stall_once) THEN (SELECT 'z' FROM pg_sleep(60)) ELSE '' END",
     }[failure]
     with db.cursor() as cursor:
         view = sql.SQL(
@@ -187,18 +192,25 @@ def _create_stream_view(db, failure: str) -> None:
 
 
 def _kill_stalled_extract(database_url: str, stop: threading.Event) -> None:
-    """Terminates the extract's backend once it is stalled mid-stream: a dropped connection."""
+    """Terminates the extract's backend once it is stalled mid-stream: a dropped connection.
+
+    It first empties sqlgym_probe.stall_once, so a view that stalls only once lets a retry pass.
+    """
     connection = psycopg2.connect(database_url)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
             while not stop.is_set():
                 cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE wait_event = 'PgSleep' AND query LIKE %s",
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                    "AND query LIKE %s",
                     ("%stream%",),
                 )
-                if cursor.fetchall():
+                stalled = [pid for (pid,) in cursor.fetchall()]
+                if stalled:
+                    cursor.execute(sql.SQL("DELETE FROM {}.stall_once").format(PROBE))
+                    for pid in stalled:
+                        cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
                     return
                 time.sleep(0.05)
     finally:
@@ -232,3 +244,33 @@ def test_a_failure_mid_stream_leaves_the_previous_file_intact(
     assert not result.success
     assert path.read_bytes() == previous
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_connection_dropped_mid_stream_is_retried_and_the_retry_succeeds(
+    probe_schema, db, database_url, source_env
+) -> None:
+    reader = _probe_reader(batch_size_hint_bytes=64 * 1024)
+    _create_stream_view(db, "stall_once")
+    with db.cursor() as cursor:
+        cursor.execute(sql.SQL("INSERT INTO {}.stall_once VALUES (true)").format(PROBE))
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_stalled_extract, args=(database_url, stop))
+    killer.start()
+    try:
+        result = materialize_tables(
+            [STREAM],
+            today(),
+            postgres=reader,
+            retry_policy=RetryPolicy(max_retries=2, delay=0.2),
+        )
+    finally:
+        stop.set()
+        killer.join()
+
+    assert result.success
+    retries = [
+        event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    assert len(retries) == 1
+    path = lake_file(source_env, "stream", today())
+    assert pq.read_metadata(path).num_rows == STREAM_ROWS

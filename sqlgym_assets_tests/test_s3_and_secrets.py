@@ -20,6 +20,7 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     ExecuteInProcessResult,
+    RetryPolicy,
     asset,
     materialize,
 )
@@ -337,3 +338,21 @@ def test_the_secret_wins_over_the_database_url(
     expected = source_rows(db, USERS, window_for(USERS, partition))
     assert materialization.metadata["dagster/row_count"].value == len(expected)
     assert users_key(partition) in bucket_keys(bucket)
+
+
+def test_a_bad_secret_fails_once_without_retry(aws_env, instance, monkeypatch) -> None:
+    secret_id = create_secret(without("password"))
+    use_secret_and_bucket(monkeypatch, secret_id, create_bucket())
+
+    result = materialize_tables(
+        [USERS],
+        "2025-03-10",
+        instance=instance,
+        raise_on_error=False,
+        retry_policy=RetryPolicy(max_retries=3, delay=0.1),
+    )
+
+    assert not result.success
+    kinds = [event.event_type_value for event in result.all_events]
+    assert kinds.count("STEP_FAILURE") == 1
+    assert "STEP_UP_FOR_RETRY" not in kinds
