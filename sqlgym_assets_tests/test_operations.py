@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from sqlgym_assets import monitor
-from sqlgym_assets.alerts import run_failure_alert
+from sqlgym_assets.alerts import Alert, notify, run_failure_alert
 from sqlgym_assets.catalog import TABLES_BY_NAME
 from sqlgym_assets.lake import lake_settings
 from sqlgym_assets.sync_history import SyncRecord, write_sync_record
@@ -168,3 +168,23 @@ def test_a_failed_run_logs_one_alert_per_table_and_posts_it(
     assert posted["run_url"] == f"http://dagster.example:3000/runs/{result.run_id}"
     assert posted["text"] in caplog.text
     assert posted["text"].startswith("SQLGYM SYNC FAILED table=followers partition=2025-10-24")
+
+
+def test_the_alert_goes_to_sns_when_a_topic_is_set(aws_env, monkeypatch) -> None:
+    import boto3
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="sqlgym-alerts")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="sqlgym-alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    monkeypatch.setenv("SQLGYM_ALERT_SNS_TOPIC_ARN", topic)
+    monkeypatch.delenv("SQLGYM_ALERT_WEBHOOK_URL", raising=False)
+    alert = Alert("users", "2025-10-24", "connection reset", "http://dagster:3000/runs/r1")
+
+    notify(alert)
+
+    (message,) = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"]
+    assert json.loads(message["Body"])["Message"] == alert.line()
