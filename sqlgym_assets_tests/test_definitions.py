@@ -1,6 +1,6 @@
 """The code location as Dagster loads it: the pinned set of assets, their partitions and lineage."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster import AssetKey, DailyPartitionsDefinition
 
@@ -76,3 +76,28 @@ def test_jobs_schedules_and_sensors_are_pinned() -> None:
         "sqlgym_hourly_snapshot",
     }
     assert {sensor.name for sensor in definitions.sensors} == {"sqlgym_run_failure_alert"}
+
+
+def test_steps_share_the_source_database_pool_and_run_in_catalog_priority_order() -> None:
+    definitions = load_definitions()
+    priority = {}
+    for table in TABLES:
+        op = definitions.resolve_assets_def(AssetKey(["sqlgym", table.name])).op
+        assert op.pool == "sqlgym_source_db"
+        assert op.retry_policy is not None and op.retry_policy.max_retries == 3
+        priority[table.name] = int(op.tags["dagster/priority"])
+    # Dagster starts higher numbers first; the catalog's priority 1 must come first.
+    assert (
+        priority["users"] > priority["followers"] > priority["badges"] > priority["cache_entries"]
+    )
+
+
+def test_scheduled_assets_carry_a_freshness_policy_warn_2h_fail_6h() -> None:
+    graph = _graph()
+    for table in TABLES:
+        policy = graph.get(AssetKey(["sqlgym", table.name])).freshness_policy
+        if not table.enabled:
+            assert policy is None
+            continue
+        assert policy.warn_window.to_timedelta() == timedelta(hours=2)
+        assert policy.fail_window.to_timedelta() == timedelta(hours=6)
