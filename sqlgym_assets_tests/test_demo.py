@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from sqlgym_assets.catalog import TABLES
+from sqlgym_assets.local_postgres import stop_embedded_postgres
 from sqlgym_assets_tests.helpers import lake_file, today
 
 
@@ -33,6 +34,7 @@ def test_demo_materializes_all_tables_and_shows_passing_checks(tmp_path: Path) -
         timeout=600,
     )
 
+    stop_embedded_postgres(tmp_path / "pgdata")  # the demo leaves it running for `make dev`
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = completed.stdout[completed.stdout.index("SQLGym lake, partition") :]
     lines = {line.split()[0]: line.split() for line in summary.splitlines()[3:] if line.strip()}
