@@ -14,12 +14,15 @@ from dagster import (
     ConfigurableIOManager,
     InputContext,
     OutputContext,
+    TableColumn,
+    TableSchema,
 )
 from pydantic import Field
 
 from sqlgym_assets.lake import (
     LakeSettings,
     WrittenFile,
+    as_batch_reader,
     lake_settings,
     read_partition,
     write_partition,
@@ -61,7 +64,8 @@ class ParquetLakeIOManager(ConfigurableIOManager):
         settings = self.settings()
         partition = context.asset_partition_key
         uri = self.partition_uri(context.asset_key, partition)
-        written = write_partition(settings, uri, obj)
+        reader = as_batch_reader(obj)
+        written = write_partition(settings, uri, reader)
         context.log.info(f"wrote {written.rows} rows ({written.bytes} bytes) to {uri}")
         record_uri = self._record_sync(context, settings, partition, written)
         context.add_output_metadata(
@@ -69,6 +73,10 @@ class ParquetLakeIOManager(ConfigurableIOManager):
                 "dagster/row_count": written.rows,
                 "dagster/partition_row_count": written.rows,
                 "dagster/uri": uri,
+                # The schema as written, so the UI shows what readers of the file will get.
+                "dagster/column_schema": TableSchema(
+                    columns=[TableColumn(field.name, str(field.type)) for field in reader.schema]
+                ),
                 "sqlgym/file_bytes": written.bytes,
                 "sqlgym/write_seconds": round(written.seconds, 3),
                 "sqlgym/rows_per_second": round(written.rows / written.seconds)

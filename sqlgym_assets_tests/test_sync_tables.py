@@ -50,6 +50,8 @@ def test_partition_matches_source_value_by_value(table: TableSpec, db, source_en
     assert materialization.metadata["dagster/row_count"].value == len(expected)
     assert materialization.metadata["sqlgym/source_row_count"].value == len(expected)
     assert materialization.metadata["dagster/uri"].value == str(path)
+    written = materialization.metadata["dagster/column_schema"].value
+    assert [(c.name, c.type) for c in written.columns] == [(f.name, str(f.type)) for f in schema]
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 4
     assert all(check.passed for check in checks), [c.check_name for c in checks if not c.passed]
