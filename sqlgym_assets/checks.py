@@ -104,38 +104,47 @@ def run_checks(
             )
             for name in sorted(data_checks)
         ]
-    frame = parquet.read(columns=required).to_pandas()
-    batch = _gx_batch(frame)
+    validator = _Validator()
+    # Only the key columns are held whole (Arrow-backed): uniqueness needs every key at once.
+    keys = parquet.read(columns=list(table.primary_key)).to_pandas(types_mapper=pd.ArrowDtype)
     if ROW_COUNT_MATCHES_SOURCE in data_checks:
-        results.append(check_row_count(asset_key, batch, len(frame), facts.source_row_count))
-    if NO_NULL_REQUIRED_COLUMNS in data_checks:
-        results.append(check_no_nulls(asset_key, batch, frame, table, required))
+        results.append(check_row_count(asset_key, validator, keys, facts.source_row_count))
     if NO_DUPLICATE_PRIMARY_KEYS in data_checks:
-        results.append(check_no_duplicates(asset_key, batch, table))
+        results.append(check_no_duplicates(asset_key, validator, keys, table))
+    if NO_NULL_REQUIRED_COLUMNS in data_checks:
+        results.append(check_no_nulls(asset_key, validator, parquet, table, required))
     return results
 
 
-def _gx_batch(frame: pd.DataFrame) -> Any:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+class _Validator:
+    """great-expectations in an ephemeral context, imported on first use, progress bars off."""
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    source = context.data_sources.add_pandas("lake")
-    asset = source.add_dataframe_asset("partition")
-    batch_definition = asset.add_batch_definition_whole_dataframe("whole_partition")
-    return batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    def __init__(self) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+        asset = context.data_sources.add_pandas("lake").add_dataframe_asset("partition")
+        self._batches = asset.add_batch_definition_whole_dataframe("frame")
+        self._suite = gx.ExpectationSuite
+        self.expectations = gx.expectations
 
-def _expectations() -> Any:
-    import great_expectations as gx
+    def validate(self, frame: pd.DataFrame, expectation: Any) -> Any:
+        return self._batches.get_batch(batch_parameters={"dataframe": frame}).validate(expectation)
 
-    return gx.expectations
+    def validate_all(self, frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
+        """Several expectations in one pass; results in the same order."""
+        suite = self._suite(name="partition", expectations=expectations)
+        return list(self.validate(frame, suite).results)
 
 
 def check_row_count(
-    asset_key: AssetKey, batch: Any, observed: int, expected: int | None
+    asset_key: AssetKey, validator: _Validator, keys: pd.DataFrame, expected: int | None
 ) -> AssetCheckResult:
+    observed = len(keys)
     if expected is None:
         return AssetCheckResult(
             asset_key=asset_key,
@@ -145,7 +154,9 @@ def check_row_count(
             description="No source count was recorded for this partition: materialize it again.",
             metadata={"observed": observed},
         )
-    validation = batch.validate(_expectations().ExpectTableRowCountToEqual(value=expected))
+    validation = validator.validate(
+        keys, validator.expectations.ExpectTableRowCountToEqual(value=expected)
+    )
     return AssetCheckResult(
         asset_key=asset_key,
         check_name=ROW_COUNT_MATCHES_SOURCE,
@@ -155,46 +166,10 @@ def check_row_count(
     )
 
 
-def _keys(frame: pd.DataFrame, rows: Sequence[int], table: TableSpec) -> list[str]:
-    keys = frame.loc[list(rows)[:MAX_REPORTED_KEYS], list(table.primary_key)]
-    return [", ".join(str(value) for value in key) for key in keys.itertuples(index=False)]
-
-
-def check_no_nulls(
-    asset_key: AssetKey,
-    batch: Any,
-    frame: pd.DataFrame,
-    table: TableSpec,
-    required: Sequence[str],
+def check_no_duplicates(
+    asset_key: AssetKey, validator: _Validator, keys: pd.DataFrame, table: TableSpec
 ) -> AssetCheckResult:
-    null_counts: dict[str, int] = {}
-    offending_keys: dict[str, list[str]] = {}
-    passed = True
-    for column in required:
-        validation = batch.validate(
-            _expectations().ExpectColumnValuesToNotBeNull(column=column, result_format="COMPLETE")
-        )
-        count = int(validation.result.get("unexpected_count") or 0)
-        null_counts[column] = count
-        if not validation.success:
-            passed = False
-            rows = validation.result.get("partial_unexpected_index_list") or []
-            offending_keys[column] = _keys(frame, rows, table)
-    return AssetCheckResult(
-        asset_key=asset_key,
-        check_name=NO_NULL_REQUIRED_COLUMNS,
-        passed=passed,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "null_counts": MetadataValue.json(null_counts),
-            "offending_primary_keys": MetadataValue.json(offending_keys),
-            "columns_checked": len(required),
-        },
-    )
-
-
-def check_no_duplicates(asset_key: AssetKey, batch: Any, table: TableSpec) -> AssetCheckResult:
-    expectations = _expectations()
+    expectations = validator.expectations
     if len(table.primary_key) == 1:
         expectation = expectations.ExpectColumnValuesToBeUnique(
             column=table.primary_key[0], result_format=_RESULT_FORMAT
@@ -203,7 +178,7 @@ def check_no_duplicates(asset_key: AssetKey, batch: Any, table: TableSpec) -> As
         expectation = expectations.ExpectCompoundColumnsToBeUnique(
             column_list=list(table.primary_key), result_format=_RESULT_FORMAT
         )
-    validation = batch.validate(expectation)
+    validation = validator.validate(keys, expectation)
     duplicated: list[str] = []
     for entry in validation.result.get("partial_unexpected_counts") or []:
         value = entry["value"]
@@ -219,6 +194,52 @@ def check_no_duplicates(asset_key: AssetKey, batch: Any, table: TableSpec) -> As
             "duplicated_keys": MetadataValue.json(duplicated[:MAX_REPORTED_KEYS]),
         },
     )
+
+
+def check_no_nulls(
+    asset_key: AssetKey,
+    validator: _Validator,
+    parquet: pq.ParquetFile,
+    table: TableSpec,
+    required: Sequence[str],
+) -> AssetCheckResult:
+    """Row group by row group, so memory stays at one group of the NOT NULL columns."""
+    null_counts = dict.fromkeys(required, 0)
+    offending_keys: dict[str, list[str]] = {}
+    expectations = [
+        validator.expectations.ExpectColumnValuesToNotBeNull(
+            column=column, result_format=_RESULT_FORMAT
+        )
+        for column in required
+    ]
+    for group in range(parquet.num_row_groups):
+        frame = parquet.read_row_group(group, columns=list(required)).to_pandas(
+            types_mapper=pd.ArrowDtype
+        )
+        for column, validation in zip(
+            required, validator.validate_all(frame, expectations), strict=True
+        ):
+            null_counts[column] += int(validation.result.get("unexpected_count") or 0)
+            rows = validation.result.get("partial_unexpected_index_list") or []
+            if rows:
+                reported = offending_keys.setdefault(column, [])
+                reported.extend(_keys(frame, rows, table)[: MAX_REPORTED_KEYS - len(reported)])
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=NO_NULL_REQUIRED_COLUMNS,
+        passed=not any(null_counts.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "null_counts": MetadataValue.json(null_counts),
+            "offending_primary_keys": MetadataValue.json(offending_keys),
+            "columns_checked": len(required),
+        },
+    )
+
+
+def _keys(frame: pd.DataFrame, rows: Sequence[int], table: TableSpec) -> list[str]:
+    keys = frame.loc[list(rows)[:MAX_REPORTED_KEYS], list(table.primary_key)]
+    return [", ".join(str(value) for value in key) for key in keys.itertuples(index=False)]
 
 
 def check_schema(
