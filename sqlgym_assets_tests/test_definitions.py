@@ -101,3 +101,9 @@ def test_scheduled_assets_carry_a_freshness_policy_warn_2h_fail_6h() -> None:
             continue
         assert policy.warn_window.to_timedelta() == timedelta(hours=2)
         assert policy.fail_window.to_timedelta() == timedelta(hours=6)
+
+
+def test_runs_execute_in_one_process_by_default() -> None:
+    definitions = load_definitions()
+    for job in definitions.resolve_all_job_defs():
+        assert job.executor_def.name == "in_process", job.name
