@@ -38,5 +38,16 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+.PHONY: bench
+# Extraction speed and memory side by side (bench/extract_bench.py), then the 21-table hourly run
+# per executor (bench/hourly_run.py); results in bench_results/. `make bench BENCH_ARGS="--rows
+# 8000000"`; HOURLY_ARGS likewise. The bench extra (dlt, connectorx) is for this target only.
+BENCH_ARGS ?=
+HOURLY_ARGS ?=
+bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/extract_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/hourly_run.py $(HOURLY_ARGS)
+
 clean:
 	rm -rf .lake .dagster_home

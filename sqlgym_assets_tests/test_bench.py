@@ -1,0 +1,128 @@
+"""`make bench` at a tiny size, for correctness only: the script runs every approach it can, writes
+its results, and its project path writes exactly what a normal materialization writes.
+
+Speed is measured by `make bench`, never asserted here. dlt is a `bench` extra that `make test`
+does not install: without it the bench reports dlt as unavailable, and so does this test expect.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg2
+import pyarrow.parquet as pq
+import pytest
+from psycopg2 import sql
+
+from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets_tests.helpers import lake_file, materialize_tables
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+BENCH_SCRIPT = REPOSITORY_ROOT / "bench" / "extract_bench.py"
+BENCH_SCHEMA = "sqlgym_bench_test"
+BENCH_ROWS = 2_000
+
+
+def _load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("extract_bench", BENCH_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+@pytest.fixture(scope="module")
+def bench_run(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Runs the bench script as `make bench` does, at 2,000 rows and one repeat."""
+    root = tmp_path_factory.mktemp("bench")
+    environment = {k: v for k, v in os.environ.items() if k != "SQLGYM_DB_SECRET_ID"}
+    command = [
+        sys.executable,
+        str(BENCH_SCRIPT),
+        *("--rows", str(BENCH_ROWS), "--repeat", "1"),
+        *("--database-url", database_url, "--schema", BENCH_SCHEMA),
+        *("--results-dir", str(root / "results"), "--work-dir", str(root / "work")),
+    ]
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=environment, timeout=600, check=False
+        )
+        assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-5000:]
+        yield root
+    finally:
+        with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(BENCH_SCHEMA))
+            )
+        connection.close()
+
+
+def _report(root: Path) -> dict[str, Any]:
+    (json_path,) = (root / "results").glob("extract-*.json")
+    return json.loads(json_path.read_text())
+
+
+def test_bench_writes_results_with_every_approach_and_positive_figures(bench_run: Path) -> None:
+    report = _report(bench_run)
+    (markdown_path,) = (bench_run / "results").glob("extract-*.md")
+    markdown = markdown_path.read_text()
+
+    assert report["data"]["rows"] == BENCH_ROWS
+    day_rows = report["data"]["day_rows"]
+    assert 0 < day_rows < BENCH_ROWS
+    assert report["machine"]["cores"] >= 1
+    assert report["packages"]["dagster"] != "not installed"
+    summary = {(row["approach"], row["scope"]): row for row in report["summary"]}
+    assert set(summary) == {(a, s) for a in bench.APPROACHES for s in bench.SCOPES}
+    dlt_installed = importlib.util.find_spec("dlt") is not None
+    for (approach, scope), row in summary.items():
+        if approach == "dlt" and not dlt_installed:
+            assert row["status"] == "unavailable", row
+            assert "dlt" in row["reason"]
+            continue
+        assert row["status"] == "measured", row
+        assert row["rows"] == (BENCH_ROWS if scope == "full" else day_rows), row
+        for figure in ("rows_per_second", "seconds", "peak_rss_mb", "x_raw_copy", "x_old_way"):
+            assert row[figure] > 0, (approach, scope, figure)
+        assert row["label"] in markdown
+    for approach in ("project_local", "project_s3"):
+        for scope in bench.SCOPES:
+            row = summary[(approach, scope)]
+            assert row["materialize_seconds"] >= row["seconds"] > 0
+            assert row["peak_rss_until_written_mb"] > 0
+    for run in report["runs"]:
+        if run["approach"].startswith("project"):
+            assert len(run["checks_passed"]) == 4 and all(run["checks_passed"].values()), run
+            assert run["source_row_count"] == run["rows"]
+
+
+@pytest.mark.parametrize("scope", ["full", "day"])
+def test_bench_project_path_writes_what_a_normal_materialization_writes(
+    bench_run: Path, source_env: Path, scope: str
+) -> None:
+    (run,) = [
+        r
+        for r in _report(bench_run)["runs"]
+        if r["approach"] == "project_local" and r["scope"] == scope
+    ]
+    table = bench.bench_table_spec(scope)
+    partition = bench.partition_for(scope)
+
+    materialize_tables([table], partition, postgres=PostgresResource(source_schema=BENCH_SCHEMA))
+
+    written_by_bench = pq.read_table(run["uri"])
+    written_normally = pq.read_table(lake_file(source_env, table.name, partition))
+    assert written_by_bench.schema.equals(written_normally.schema)
+    assert written_by_bench.num_rows == run["rows"] > 0
+    assert written_by_bench.sort_by("id").equals(written_normally.sort_by("id"))
