@@ -136,7 +136,10 @@ class ColumnPlan:
 
     name: str
     arrow_type: pa.DataType
-    select_as_text: bool  # cast to text in SQL (JSON, enums, uuid, types Arrow has no match for)
+    # Cast to text in SQL: JSON, enums, uuid, types Arrow has no match for, and numeric(p,s),
+    # whose text PostgreSQL prints for less than the driver spends decoding its binary form
+    # (bench/extract_bench.py); the exact digits are then parsed into the decimal type.
+    select_as_text: bool
 
 
 def plan_column(column: SourceColumn) -> ColumnPlan:
@@ -148,6 +151,9 @@ def plan_column(column: SourceColumn) -> ColumnPlan:
             type_kind=column.element_kind,
         )
         element_plan = plan_column(element)
+        if pa.types.is_decimal(element_plan.arrow_type):
+            # Only scalar numerics are read as text; numeric arrays keep their planned type.
+            return ColumnPlan(column.name, pa.list_(element_plan.arrow_type), select_as_text=False)
         if element_plan.select_as_text:
             return ColumnPlan(column.name, pa.list_(pa.string()), select_as_text=True)
         return ColumnPlan(column.name, pa.list_(element_plan.arrow_type), select_as_text=False)
@@ -155,7 +161,7 @@ def plan_column(column: SourceColumn) -> ColumnPlan:
     if numeric:
         precision, scale = int(numeric.group(1)), int(numeric.group(2))
         decimal = pa.decimal128 if precision <= 38 else pa.decimal256
-        return ColumnPlan(column.name, decimal(precision, scale), select_as_text=False)
+        return ColumnPlan(column.name, decimal(precision, scale), select_as_text=True)
     if column.pg_type == "numeric":
         # No declared precision: any scale may occur, so only text keeps every value exact.
         return ColumnPlan(column.name, pa.string(), select_as_text=True)
