@@ -36,7 +36,7 @@ def defs() -> Definitions:
         # Measured on the 21-table hourly run (bench/hourly_run.py): a process per step spends
         # most of the run starting Python, Dagster and great-expectations 21 times; one process
         # runs the same run several times faster. Steps stay isolated: one failing table does not
-        # stop the others. A run can still ask for the multiprocess executor in its run config.
+        # stop the others. Revisit with more cores and a remote database (README, Performance).
         executor=in_process_executor,
         resources={
             "postgres": PostgresResource(),
