@@ -1,8 +1,9 @@
 """A small JSON record beside the data for every materialization, for readers without Dagster.
 
 ``<lake>/_metadata/<table>/<YYYYMMDD>T<HHMMSS>Z.json``: names sort by time. A record never
-overwrites another: two materializations of a table in the same second get ``..Z-1.json``,
-``..Z-2.json`` (the old Lambda's files written in the same second collided).
+overwrites another: more materializations of a table in the same second get ``..Z_01.json``,
+``..Z_02.json``, which still sort after ``..Z.json`` (the old Lambda's files written in the same
+second collided, and its monitor listed the oldest as the latest).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def sync_status(rows: int) -> str:
 
 
 def record_uri(settings: LakeSettings, table: str, written_at: datetime, attempt: int = 0) -> str:
-    suffix = f"-{attempt}" if attempt else ""
+    suffix = f"_{attempt:02d}" if attempt else ""  # "_" sorts after ".": names stay in time order
     name = f"{written_at:%Y%m%dT%H%M%S}Z{suffix}.json"
     return f"{settings.url.rstrip('/')}/{HISTORY_FOLDER}/{table}/{name}"
 

@@ -68,7 +68,12 @@ def test_records_written_in_the_same_second_never_collide(tmp_path) -> None:
     uris = [write_sync_record(settings, record, at) for _ in range(3)]
 
     names = [uri.rsplit("/", 1)[-1] for uri in uris]
-    assert names == ["20251024T130507Z.json", "20251024T130507Z-1.json", "20251024T130507Z-2.json"]
+    assert names == [
+        "20251024T130507Z.json",
+        "20251024T130507Z_01.json",
+        "20251024T130507Z_02.json",
+    ]
+    assert sorted(names) == names  # listing by name gives the order they were written in
 
 
 @pytest.fixture
