@@ -32,7 +32,7 @@ from sqlgym_assets.checks import (
 )
 from sqlgym_assets.extraction import check_partition_readable, partition_window
 from sqlgym_assets.lake import partition_exists
-from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
+from sqlgym_assets.parquet_io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
 from sqlgym_assets.retries import SYNC_RETRY_POLICY, fail_permanent_errors_without_retry
 
@@ -43,7 +43,6 @@ LAKE_IO_MANAGER_KEY = "parquet_lake"
 SOURCE_DATABASE_POOL = "sqlgym_source_db"
 STEP_PRIORITY_BASE = 5  # catalog priority 1 runs first: Dagster runs higher numbers first
 BACKFILL_TAG = "dagster/backfill"
-SOURCE_ROW_COUNT = "sqlgym/source_row_count"
 
 
 def lake_asset_key(table: TableSpec) -> AssetKey:

@@ -124,8 +124,6 @@ _SCALAR_TYPES: Mapping[str, pa.DataType] = {
     "timestamp with time zone": pa.timestamp("us", tz="UTC"),
     "bytea": pa.binary(),
 }
-# Read as their text form: JSON stays JSON text (never an inferred struct), uuid its usual spelling.
-_TEXT_TYPES = frozenset({"json", "jsonb", "uuid"})
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
 _TYPE_MODIFIER = re.compile(r"\(\d+(,\d+)?\)")
 
@@ -168,8 +166,7 @@ def plan_column(column: SourceColumn) -> ColumnPlan:
     base = _TYPE_MODIFIER.sub("", column.pg_type)
     if column.type_kind == "b" and base in _SCALAR_TYPES:
         return ColumnPlan(column.name, _SCALAR_TYPES[base], select_as_text=False)
-    if column.type_kind == "e" or base in _TEXT_TYPES:
-        return ColumnPlan(column.name, pa.string(), select_as_text=True)
+    # Everything else (json/jsonb, uuid, enums, types Arrow has no match for) is read as its text.
     return ColumnPlan(column.name, pa.string(), select_as_text=True)
 
 

@@ -30,6 +30,8 @@ from sqlgym_assets.lake import (
 from sqlgym_assets.sync_history import SyncRecord, sync_status, write_sync_record
 
 LAKE_URL_ENV = "SQLGYM_LAKE_URL"
+# Output metadata the asset attaches and the sync record repeats.
+SOURCE_ROW_COUNT = "sqlgym/source_row_count"
 
 
 class ParquetLakeIOManager(ConfigurableIOManager):
@@ -94,7 +96,7 @@ class ParquetLakeIOManager(ConfigurableIOManager):
             return getattr(entry, "value", entry)
 
         written_at = datetime.now(UTC)
-        source_count = value(context.output_metadata, "sqlgym/source_row_count")
+        source_count = value(context.output_metadata, SOURCE_ROW_COUNT)
         record = SyncRecord(
             table=context.asset_key.path[-1],
             partition=partition,
