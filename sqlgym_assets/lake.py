@@ -108,11 +108,11 @@ def as_batch_reader(data: pa.RecordBatchReader | pa.Table | pd.DataFrame) -> pa.
     )
 
 
-DICTIONARY_SAMPLE_ROWS = 4096
+DICTIONARY_SAMPLE_ROWS = 1024
 
 
 def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
-    """The flat columns whose values repeat: at most half of their first 4,096 are distinct.
+    """The flat columns whose values repeat: at most half of their first 1,024 are distinct.
 
     Only those are dictionary-encoded. For keys, free text and JSON the dictionary is work thrown
     away when the writer falls back to plain encoding: skipping it cut the encoding's CPU time by
