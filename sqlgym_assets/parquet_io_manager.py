@@ -12,6 +12,7 @@ import pyarrow as pa
 from dagster import (
     AssetKey,
     ConfigurableIOManager,
+    InitResourceContext,
     InputContext,
     OutputContext,
     TableColumn,
@@ -25,6 +26,7 @@ from sqlgym_assets.lake import (
     as_batch_reader,
     lake_settings,
     read_partition,
+    use_jemalloc_for_arrow,
     write_partition,
 )
 from sqlgym_assets.sync_history import SyncRecord, sync_status, write_sync_record
@@ -49,6 +51,10 @@ class ParquetLakeIOManager(ConfigurableIOManager):
     kms_key_id: str | None = Field(
         default=None, description="Encrypt objects with this KMS key (SSE-KMS) instead of AES256."
     )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Before the step's asset body starts the extract, whose batches this allocator holds.
+        use_jemalloc_for_arrow()
 
     def settings(self) -> LakeSettings:
         return lake_settings(

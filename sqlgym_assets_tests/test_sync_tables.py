@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from psycopg2 import sql
 
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
 from sqlgym_assets.extraction import partition_window
+from sqlgym_assets.lake import ARROW_MEMORY_POOL_ENV
 from sqlgym_assets_tests.helpers import (
     busiest_day,
     by_key,
@@ -258,3 +260,36 @@ def test_one_failing_table_leaves_the_other_tables_of_the_run_materialized(sourc
     ]
     assert lake_file(source_env, "users", "2025-03-10").exists()
     assert not lake_file(source_env, "followers", "2025-03-10").exists()
+
+
+@pytest.fixture
+def arrow_pool_restored() -> Iterator[None]:
+    previous = pa.default_memory_pool()
+    yield
+    pa.set_memory_pool(previous)
+
+
+def test_a_materialization_makes_jemalloc_arrows_allocator(
+    source_env, monkeypatch: pytest.MonkeyPatch, arrow_pool_restored
+) -> None:
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow is built without jemalloc")
+    monkeypatch.delenv(ARROW_MEMORY_POOL_ENV, raising=False)
+    pa.set_memory_pool(pa.system_memory_pool())
+
+    materialize_tables([USERS], QUIET_DAY)
+
+    assert pa.default_memory_pool().backend_name == "jemalloc"
+
+
+def test_an_arrow_allocator_chosen_in_the_environment_is_kept(
+    source_env, monkeypatch: pytest.MonkeyPatch, arrow_pool_restored
+) -> None:
+    monkeypatch.setenv(ARROW_MEMORY_POOL_ENV, "system")
+    pa.set_memory_pool(pa.system_memory_pool())
+
+    materialize_tables([USERS], QUIET_DAY)
+
+    assert pa.default_memory_pool().backend_name == "system"
