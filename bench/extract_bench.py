@@ -318,7 +318,7 @@ class NullSink:
 def run_raw_copy(task: dict[str, Any]) -> dict[str, Any]:
     import psycopg2
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), process_cpu_seconds()
     connection = psycopg2.connect(task["database_url"])
     try:
         # The project's transaction and window settings, then its SELECT under COPY.
@@ -335,7 +335,12 @@ def run_raw_copy(task: dict[str, Any]) -> dict[str, Any]:
         connection.rollback()
     finally:
         connection.close()
-    return {"rows": rows, "seconds": time.perf_counter() - started, "bytes": sink.bytes}
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": process_cpu_seconds() - cpu_started,
+        "bytes": sink.bytes,
+    }
 
 
 def run_pandas(task: dict[str, Any]) -> dict[str, Any]:
@@ -349,16 +354,21 @@ def run_pandas(task: dict[str, Any]) -> dict[str, Any]:
     query = sa.text(f'SELECT * FROM "{task["schema"]}".{TABLE}{where}')  # noqa: S608 (fixed names)
     start = datetime.combine(MEASURED_DAY, datetime.min.time())
     parameters = {"start": start, "end": start + timedelta(days=1)} if where else {}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), process_cpu_seconds()
     # The old Lambda's driver: psycopg2 (SQLAlchemy 2.1's default for postgresql:// is psycopg 3).
     engine = sa.create_engine(psycopg2_url(task["database_url"]))
     with engine.connect() as connection:
         frame = pd.read_sql(query, connection, params=parameters)
     target = work / f"{TABLE}.parquet"
     frame.to_parquet(target, index=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, process_cpu_seconds() - cpu_started
     engine.dispose()
-    return {"rows": len(frame), "seconds": seconds, "file_bytes": target.stat().st_size}
+    return {
+        "rows": len(frame),
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "file_bytes": target.stat().st_size,
+    }
 
 
 def run_dlt(task: dict[str, Any]) -> dict[str, Any]:
@@ -384,7 +394,7 @@ def run_dlt(task: dict[str, Any]) -> dict[str, Any]:
         options["incremental"] = dlt.sources.incremental(
             "submitted_at", initial_value=start, end_value=start + timedelta(days=1)
         )
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), process_cpu_seconds()
     resource = sql_table(
         credentials=psycopg2_url(task["database_url"]),
         schema=task["schema"],
@@ -398,33 +408,41 @@ def run_dlt(task: dict[str, Any]) -> dict[str, Any]:
         dataset_name="bench",
     )
     pipeline.run(resource, loader_file_format="parquet")
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, process_cpu_seconds() - cpu_started
     rows = pipeline.last_trace.last_normalize_info.row_counts.get(TABLE, 0)
     files = list((work / "lake").rglob("*.parquet"))
     return {
         "rows": rows,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "file_bytes": sum(f.stat().st_size for f in files),
         "backend": task["dlt_backend"],
     }
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's resident memory, so a peak can be placed between two events."""
+    """Samples this process's resident memory and CPU time, so both can be placed between two
+    events."""
 
     def __init__(self, interval: float = 0.01) -> None:
         super().__init__(daemon=True)
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, float]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.is_set():
-            self.samples.append((time.time(), current_rss()))
+            self.samples.append((time.time(), current_rss(), process_cpu_seconds()))
             self.halt.wait(self.interval)
 
     def peak_between(self, start: float, end: float) -> int:
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+        return max((rss for t, rss, _ in self.samples if start <= t <= end), default=0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        def cpu_at(moment: float) -> float:
+            return max((cpu for t, _, cpu in self.samples if t <= moment), default=0.0)
+
+        return cpu_at(end) - cpu_at(start)
 
 
 def run_project(task: dict[str, Any]) -> dict[str, Any]:
@@ -467,6 +485,10 @@ def run_project(task: dict[str, Any]) -> dict[str, Any]:
     return {
         "rows": metadata["dagster/row_count"],
         "seconds": metadata["sqlgym/write_seconds"],
+        # Sampled every 10 ms over the write: the stream from COPY to the finished file.
+        "cpu_seconds": sampler.cpu_between(
+            events["HANDLED_OUTPUT"] - metadata["sqlgym/write_seconds"], events["HANDLED_OUTPUT"]
+        ),
         "materialize_seconds": wall,
         # STEP_START to HANDLED_OUTPUT: resources, connect, counts, extract and write.
         "step_to_file_seconds": events["HANDLED_OUTPUT"] - events["STEP_START"],
@@ -486,6 +508,34 @@ RUNNERS = {
     "project_local": run_project,
     "project_s3": run_project,
 }
+
+
+def process_cpu_seconds() -> float:
+    """User plus system CPU time of this process, all threads."""
+    times = os.times()
+    return times.user + times.system
+
+
+def server_cpu_seconds() -> float | None:
+    """CPU time used so far by the PostgreSQL processes on this machine (None if none is seen).
+
+    With the embedded server that is the bench's own server: its backends and, since PostgreSQL
+    18, the I/O workers that read pages for them. A backend that has ended counts in its parent's
+    time of waited-for children.
+    """
+    total, found = 0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        if name.startswith("postgres"):
+            found = True
+            total += sum(int(ticks) for ticks in fields.split()[11:15])  # own + children
+    return total / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def current_rss() -> int:
@@ -539,6 +589,7 @@ def run_child(task: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     task["result_file"] = str(work / "result.json")
     log_path = work / "child.log"
+    server_cpu_before = server_cpu_seconds()
     with open(log_path, "wb") as log:
         child = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(task)],
@@ -558,6 +609,10 @@ def run_child(task: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
         outcome["error"] = f"exit code {child.returncode}: {tail}"
         return outcome
     outcome.update(json.loads(Path(task["result_file"]).read_text()))
+    server_cpu_after = server_cpu_seconds()
+    if server_cpu_before is not None and server_cpu_after is not None:
+        # The whole child: for the project's path that includes its count queries.
+        outcome["server_cpu_seconds"] = server_cpu_after - server_cpu_before
     outcome["rows_per_second"] = outcome["rows"] / outcome["seconds"] if outcome["seconds"] else 0
     return outcome
 
@@ -659,8 +714,14 @@ def summarize(runs: list[dict[str, Any]], unavailable: dict[str, str]) -> list[d
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in measured),
                 "rss_before_work_mb": statistics.median(r["rss_before_work_mb"] for r in measured),
             }
-            for extra in ("materialize_seconds", "step_to_file_seconds", "checks_seconds"):
-                if extra in measured[0]:
+            for extra in (
+                "cpu_seconds",
+                "server_cpu_seconds",
+                "materialize_seconds",
+                "step_to_file_seconds",
+                "checks_seconds",
+            ):
+                if all(extra in r for r in measured):
                     row[extra] = statistics.median(r[extra] for r in measured)
             if "peak_rss_until_written_mb" in measured[0]:
                 row["peak_rss_until_written_mb"] = max(
@@ -684,7 +745,29 @@ def summarize(runs: list[dict[str, Any]], unavailable: dict[str, str]) -> list[d
                 None,
             )
             row[name] = row["rows_per_second"] / base["rows_per_second"] if base else None
+        row["cpu_bound_x_raw_copy"] = cpu_bound(row, summary)
     return summary
+
+
+def cpu_bound(row: dict[str, Any], summary: list[dict[str, Any]]) -> float | None:
+    """The best x raw COPY an approach could reach here with the client CPU it used.
+
+    PostgreSQL spends the same CPU producing the rows whoever reads them (raw COPY's server
+    CPU); the approach adds its own. Both share the machine's cores, so even with perfect overlap
+    the run takes at least (server + client CPU) / cores seconds.
+    """
+    raw = next(
+        (
+            r
+            for r in summary
+            if r["approach"] == "raw_copy" and r["scope"] == row["scope"] and "cpu_seconds" in r
+        ),
+        None,
+    )
+    if raw is None or "server_cpu_seconds" not in raw or "cpu_seconds" not in row:
+        return None
+    fastest = (raw["server_cpu_seconds"] + row["cpu_seconds"]) / len(os.sched_getaffinity(0))
+    return raw["seconds"] / max(raw["seconds"], fastest)
 
 
 def _ratio(value: float | None) -> str:
@@ -708,6 +791,25 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
             f"| {row['label']} | {row['scope']} | {row['rows']:,} "
             f"| {row['rows_per_second']:,.0f} | {row['seconds']:.2f} | {row['peak_rss_mb']:,.0f} "
             f"| {_ratio(row['x_raw_copy'])} | {_ratio(row['x_old_way'])} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_cpu(summary: list[dict[str, Any]]) -> str:
+    rows = [r for r in summary if r["status"] == "measured" and "cpu_seconds" in r]
+    if not rows:
+        return ""
+    lines = [
+        "| approach | scope | client CPU s | PostgreSQL CPU s | x raw COPY: measured "
+        "| x raw COPY: CPU bound |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        server = r.get("server_cpu_seconds")
+        lines.append(
+            f"| {r['approach']} | {r['scope']} | {r['cpu_seconds']:.2f} "
+            f"| {'-' if server is None else f'{server:.2f}'} | {_ratio(r['x_raw_copy'])} "
+            f"| {_ratio(r['cpu_bound_x_raw_copy'])} |"
         )
     return "\n".join(lines)
 
@@ -805,6 +907,18 @@ def write_results(results_dir: Path, report: dict[str, Any]) -> tuple[Path, Path
             "`sqlgym/write_seconds`, the stream from COPY to the finished file or object):",
             "",
             detail,
+            "",
+        ]
+    cpu = markdown_cpu(report["summary"])
+    if cpu:
+        text += [
+            "Where the CPU goes (medians; client CPU over the timed work, PostgreSQL CPU over the "
+            'whole child, count queries included). "CPU bound" is the best x raw COPY the '
+            "approach could reach on these cores with the client CPU it used, if its work "
+            "overlapped perfectly with the server's: raw COPY's seconds / max(raw COPY's seconds, "
+            "(raw COPY's server CPU + client CPU) / cores).",
+            "",
+            cpu,
             "",
         ]
     text.append("Packages: " + ", ".join(f"{k} {v}" for k, v in report["packages"].items()))
@@ -945,10 +1059,10 @@ def main(argv: list[str] | None = None) -> int:
     json_path, markdown_path = write_results(args.results_dir, report)
     print()
     print(markdown_table(summary))
-    detail = markdown_project_detail(summary)
-    if detail:
-        print()
-        print(detail)
+    for table in (markdown_project_detail(summary), markdown_cpu(summary)):
+        if table:
+            print()
+            print(table)
     print(f"\nwrote {json_path} and {markdown_path}")
     return 1 if any(r["status"] == "failed" for r in summary) else 0
 
