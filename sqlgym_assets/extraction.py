@@ -32,7 +32,7 @@ SELECT a.attname::text,
        a.attnotnull,
        t.typtype::text,
        coalesce(element.typtype::text, ''),
-       coalesce(format_type(element.oid, NULL), '')
+       coalesce(format_type(element.oid, a.atttypmod), '')  -- numeric(6,2)[] keeps (6,2)
 FROM pg_attribute AS a
 JOIN pg_type AS t ON t.oid = a.atttypid
 LEFT JOIN pg_type AS element ON element.oid = t.typelem AND t.typcategory = 'A'
@@ -204,7 +204,7 @@ def plan_extract(
     source = sa.table(table.name, *(sa.column(name) for name in table.column_names))
     source.schema = source_schema
     selected = [
-        sa.cast(source.c[plan.name], sa.Text).label(plan.name)
+        sa.cast(source.c[plan.name], _text_type(plan)).label(plan.name)
         if plan.select_as_text
         else source.c[plan.name]
         for plan in plans
@@ -233,6 +233,12 @@ def plan_extract(
         count_sql=_compile(count),
         null_cursor_count_sql=null_cursor_count,
     )
+
+
+def _text_type(plan: ColumnPlan) -> sa.types.TypeEngine:
+    # An array is cast element by element (uuid[] -> text[]); text of the whole array would be
+    # one string such as '{a,b}'.
+    return postgresql.ARRAY(sa.Text) if pa.types.is_list(plan.arrow_type) else sa.Text()
 
 
 def _window_bound(setting: str, naive: bool) -> sa.ColumnElement:

@@ -48,6 +48,10 @@ KINDS = TableSpec(
         Column("doc", "jsonb", required=True),
         Column("mood", "sqlgym_probe.mood"),
         Column("changed_at", "timestamp without time zone"),
+        Column("prices", "numeric(6,2)[]"),
+        Column("ratios", "numeric[]"),
+        Column("tokens", "uuid[]"),
+        Column("moods", "sqlgym_probe.mood[]"),
     ),
 )
 EXPECTED_TYPES = {
@@ -64,6 +68,10 @@ EXPECTED_TYPES = {
     "doc": pa.string(),
     "mood": pa.string(),
     "changed_at": pa.timestamp("us"),
+    "prices": pa.list_(pa.decimal128(6, 2)),
+    "ratios": pa.list_(pa.string()),
+    "tokens": pa.list_(pa.string()),
+    "moods": pa.list_(pa.string()),
 }
 STREAM = TableSpec(
     name="stream",
@@ -91,7 +99,8 @@ def probe_schema(database_url: str) -> Iterator[None]:
             CREATE TABLE kinds (
                 id varchar PRIMARY KEY, amount numeric(10,2), ratio numeric, big bigint,
                 small smallint, real_value real, day date, labels text[] NOT NULL,
-                scores integer[], token uuid, doc jsonb NOT NULL, mood mood, changed_at timestamp
+                scores integer[], token uuid, doc jsonb NOT NULL, mood mood, changed_at timestamp,
+                prices numeric(6,2)[], ratios numeric[], tokens uuid[], moods mood[]
             )
             """
         )
@@ -101,10 +110,12 @@ def probe_schema(database_url: str) -> Iterator[None]:
             ('full', 12345678.91, 3.14159265358979, 9007199254740993, -32768, 1.5,
              '2025-03-10', ARRAY['a', 'ü', NULL], ARRAY[1, NULL, 3],
              'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"nested": {"list": [1, "two", null]}}',
-             'busy', '2025-03-10 08:00'),
+             'busy', '2025-03-10 08:00', '{1.50,NULL,-0.01}', '{2.718281828,1e-20}',
+             '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', '{busy,calm}'),
             ('empty', NULL, NULL, NULL, NULL, NULL, NULL, '{}', NULL, NULL, '{}', NULL,
-             '2025-03-10 09:00'),
-            ('nowhere', -0.01, 0, 0, 0, 0, NULL, '{x}', NULL, NULL, '[]', 'calm', NULL)
+             '2025-03-10 09:00', NULL, '{}', NULL, NULL),
+            ('nowhere', -0.01, 0, 0, 0, 0, NULL, '{x}', NULL, NULL, '[]', 'calm', NULL, NULL,
+             NULL, NULL, NULL)
             """
         )
     yield
@@ -137,9 +148,16 @@ def test_every_source_type_lands_as_its_arrow_type_with_exact_values(
     assert full["doc"] == '{"nested": {"list": [1, "two", null]}}'
     assert full["mood"] == "busy"
     assert full["changed_at"] == datetime(2025, 3, 10, 8, 0)
+    assert full["prices"] == [Decimal("1.50"), None, Decimal("-0.01")]
+    assert full["ratios"] == ["2.718281828", "0.00000000000000000001"]  # as PostgreSQL prints
+    assert full["tokens"] == ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]
+    assert full["moods"] == ["busy", "calm"]
+    assert empty["ratios"] == []
     assert empty["labels"] == []
     assert empty["doc"] == "{}"
-    assert all(empty[name] is None for name in ("amount", "big", "scores", "mood"))
+    assert all(
+        empty[name] is None for name in ("amount", "big", "scores", "mood", "prices", "tokens")
+    )
     (materialization,) = result.asset_materializations_for_node("sqlgym__kinds")
     assert materialization.metadata["sqlgym/null_cursor_rows"].value == 1
     # Decimal, list and JSON columns must not trip any check (the old validator's defect 8).
