@@ -1,9 +1,9 @@
 """The lake: where a partition's Parquet file lives, and how it is written and read.
 
 Layout: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``; ``<lake>`` is ``s3://bucket/prefix``
-or a local directory. A write is atomic: the file is encoded into a temporary file first, then
-renamed into place (local) or uploaded as one object that appears only when complete (S3), so a
-failed run leaves the previous file as it was.
+or a local directory. A write is atomic: the file is encoded into a temporary file, then renamed
+into place (local) or, part by part while it is encoded, uploaded as one object that appears only
+when complete (S3), so a failed run leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -146,8 +147,13 @@ def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
     ]
 
 
-def _encode(reader: pa.RecordBatchReader, path: Path) -> int:
-    """Streams batches into a Snappy Parquet file; memory stays at about one row group."""
+def _encode(
+    reader: pa.RecordBatchReader, path: Path, after_batch: Callable[[], None] | None = None
+) -> int:
+    """Streams batches into a Snappy Parquet file; memory stays at about one row group.
+
+    ``after_batch`` runs once each batch is in the file, so the file can be shipped as it grows.
+    """
     batches = iter(reader)
     first = next(batches, None)
     if first is None:
@@ -163,6 +169,8 @@ def _encode(reader: pa.RecordBatchReader, path: Path) -> int:
         for batch in itertools.chain([first], batches):
             writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
             rows += batch.num_rows
+            if after_batch is not None:
+                after_batch()
     return rows
 
 
@@ -174,9 +182,10 @@ def write_partition(
     if settings.is_s3:
         with tempfile.TemporaryDirectory(prefix="sqlgym-") as staging:
             staged = Path(staging) / "partition.parquet"
-            rows = _encode(reader, staged)
+            with _S3Upload(settings, staged, uri) as upload:
+                rows = _encode(reader, staged, after_batch=upload.send_whole_parts)
+                upload.complete()
             size = staged.stat().st_size
-            _upload(settings, staged, uri)
     else:
         target = Path(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -192,11 +201,97 @@ def write_partition(
     return WrittenFile(uri=uri, rows=rows, bytes=size, seconds=time.perf_counter() - started)
 
 
-def _upload(settings: LakeSettings, staged: Path, uri: str) -> None:
-    # pyarrow's S3 filesystem cannot ask for SSE-S3 or SSE-KMS, so uploads go through boto3,
-    # whose managed (multipart) upload creates the object only once every part has arrived.
-    bucket, key = settings.s3_location(uri)
-    settings.s3_client().upload_file(str(staged), bucket, key, ExtraArgs=settings.encryption())
+# S3 takes parts of 5 MiB and more (the last may be smaller); one part is held in memory.
+UPLOAD_PART_BYTES = 8 * 1024 * 1024
+UPLOAD_CHECKSUM = "CRC32"  # what boto3's own managed uploads send
+
+
+class _S3Upload:
+    """Uploads a file while it is still being encoded, one whole part at a time, in a thread.
+
+    The object appears only when ``complete`` succeeds; on any failure the multipart upload is
+    aborted, so no object and no parts are left and the previous object stays as it was. A file
+    smaller than one part goes up in a single PUT. boto3 does the requests, not pyarrow's S3
+    filesystem: that cannot ask for SSE-S3 or SSE-KMS.
+    """
+
+    def __init__(self, settings: LakeSettings, path: Path, uri: str) -> None:
+        self._settings = settings
+        self._path = path
+        self._bucket, self._key = settings.s3_location(uri)
+        self._client = settings.s3_client()
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlgym-upload")
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._queued_bytes = 0
+        self._upload_id: str | None = None
+
+    def __enter__(self) -> _S3Upload:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is not None:
+            for part in self._parts:
+                part.cancel()
+        self._uploader.shutdown(wait=True)
+        if error_type is not None and self._upload_id is not None:
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+            )
+
+    def send_whole_parts(self) -> None:
+        """Queues each whole part the encoder has written since the last call."""
+        for part in self._parts:
+            if part.done():
+                part.result()  # a failed part stops the encoding now, not at the end
+        while self._path.stat().st_size - self._queued_bytes >= UPLOAD_PART_BYTES:
+            self._queue_part(UPLOAD_PART_BYTES)
+
+    def complete(self) -> None:
+        """Sends the rest of the finished file and makes the object appear."""
+        rest = self._path.stat().st_size - self._queued_bytes
+        if self._upload_id is None:
+            with open(self._path, "rb") as body:
+                self._client.put_object(
+                    Bucket=self._bucket, Key=self._key, Body=body, **self._settings.encryption()
+                )
+            return
+        if rest:
+            self._queue_part(rest)
+        self._client.complete_multipart_upload(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": [part.result() for part in self._parts]},
+        )
+
+    def _queue_part(self, length: int) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._client.create_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                ChecksumAlgorithm=UPLOAD_CHECKSUM,
+                **self._settings.encryption(),
+            )["UploadId"]
+        number = len(self._parts) + 1
+        self._parts.append(
+            self._uploader.submit(self._upload_part, number, self._queued_bytes, length)
+        )
+        self._queued_bytes += length
+
+    def _upload_part(self, number: int, offset: int, length: int) -> dict[str, Any]:
+        with open(self._path, "rb") as file:
+            file.seek(offset)
+            body = file.read(length)
+        response = self._client.upload_part(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm=UPLOAD_CHECKSUM,
+        )
+        checksum = f"Checksum{UPLOAD_CHECKSUM}"
+        return {"PartNumber": number, "ETag": response["ETag"], checksum: response[checksum]}
 
 
 def filesystem(settings: LakeSettings) -> pyarrow.fs.FileSystem:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 
+import boto3
 import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import RetryPolicy
+from dagster import AssetKey, RetryPolicy
 from psycopg2 import sql
 
+from sqlgym_assets import lake
 from sqlgym_assets.catalog import Column, SyncMode, TableSpec
+from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
 from sqlgym_assets_tests.helpers import lake_file, materialize_tables, today
 
@@ -190,6 +194,9 @@ def test_a_catalog_column_missing_from_the_source_fails_naming_table_and_column(
     assert not any(source_env.rglob("*.parquet")) if source_env.exists() else True
 
 
+HEX_PAYLOAD = "(SELECT string_agg(md5((n * 8 + k)::text), '') FROM generate_series(1, 8) AS k)"
+
+
 def _create_stream_view(db, failure: str) -> None:
     # The payload expression is healthy for every row, or fails / stalls from row 30,000 on.
     payload = {
@@ -200,6 +207,9 @@ def _create_stream_view(db, failure: str) -> None:
         # Stalls only while sqlgym_probe.stall_once holds a row: the killer empties it.
         "stall_once": "repeat('x', 200) || CASE WHEN n = 30000 AND EXISTS "
         "(SELECT 1 FROM sqlgym_probe.stall_once) THEN (SELECT 'z' FROM pg_sleep(60)) ELSE '' END",
+        # Hex digests: Snappy cannot shrink them, so 40,000 rows make a file of about 10 MB.
+        "digests": HEX_PAYLOAD,
+        "digests_error": f"{HEX_PAYLOAD} || (1 / (30000 - n))::text",
     }[failure]
     with db.cursor() as cursor:
         view = sql.SQL(
@@ -292,3 +302,82 @@ def test_a_connection_dropped_mid_stream_is_retried_and_the_retry_succeeds(
     assert len(retries) == 1
     path = lake_file(source_env, "stream", today())
     assert pq.read_metadata(path).num_rows == STREAM_ROWS
+
+
+def _s3_lake() -> tuple[str, ParquetLakeIOManager]:
+    bucket = f"sqlgym-parts-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return bucket, ParquetLakeIOManager(lake_url=f"s3://{bucket}/lake")
+
+
+def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
+    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lake, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest
+    reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
+    partition = today()
+    _create_stream_view(db, "digests")
+    materialize_tables([STREAM], partition, postgres=reader)
+    local = lake_file(source_env, "stream", partition).read_bytes()
+    bucket, s3_lake = _s3_lake()
+
+    materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake)
+
+    key = s3_lake.partition_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
+    s3 = boto3.client("s3")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    parts = -(-len(local) // lake.UPLOAD_PART_BYTES)
+    assert parts >= 2
+    assert head["ETag"].strip('"').endswith(f"-{parts}")  # a multipart object of that many parts
+    assert head["ServerSideEncryption"] == "AES256"
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == local
+    assert pq.read_table(pa.BufferReader(local)).num_rows == STREAM_ROWS
+
+
+def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object(
+    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lake, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
+    partition = today()
+    bucket, s3_lake = _s3_lake()
+    _create_stream_view(db, "digests")
+    materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake)
+    key = s3_lake.partition_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
+    s3 = boto3.client("s3")
+    previous = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    _create_stream_view(db, "digests_error")  # fails at row 30,000: about 7.5 MB in
+    result = materialize_tables(
+        [STREAM], partition, postgres=reader, lake=s3_lake, raise_on_error=False
+    )
+
+    assert not result.success
+    assert "division by zero" in str(result.all_events)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == previous
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+
+
+def test_a_write_that_fails_mid_stream_ends_the_source_transaction_at_once(
+    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lake, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    _create_stream_view(db, "digests")
+    missing_bucket = ParquetLakeIOManager(lake_url=f"s3://sqlgym-missing-{uuid.uuid4().hex[:12]}")
+
+    result = materialize_tables(
+        [STREAM],
+        today(),
+        postgres=_probe_reader(batch_size_hint_bytes=256 * 1024),
+        lake=missing_bucket,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    assert "NoSuchBucket" in str(result.all_events)  # the upload failed while rows were coming
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT state FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()",
+            ("%sqlgym_probe.stream%",),
+        )
+        assert cursor.fetchall() == []  # no snapshot left open until garbage collection
