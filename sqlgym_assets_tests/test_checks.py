@@ -3,9 +3,13 @@ right counts and keys, results are kept per day, and great-expectations stays ou
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,9 +26,10 @@ from dagster import (
 from dagster._core.event_api import PartitionKeyFilter
 from psycopg2 import sql
 
+from sqlgym_assets import checks as checks_module
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
-from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME
-from sqlgym_assets.checks import CHECK_NAMES
+from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, TableSpec
+from sqlgym_assets.checks import CHECK_NAMES, MAX_REPORTED_KEYS, key_buckets
 from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
 from sqlgym_assets.postgres_resource import PostgresResource
 from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables, today
@@ -37,10 +42,12 @@ def evaluations(result: ExecuteInProcessResult) -> dict:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def check_partition(partition: str, instance: DagsterInstance) -> ExecuteInProcessResult:
-    """Runs only the checks of sqlgym/users on a partition already in the lake."""
+def check_partition(
+    partition: str, instance: DagsterInstance, table: TableSpec = USERS
+) -> ExecuteInProcessResult:
+    """Runs only the checks of sqlgym/users (keyed as ``table`` says) on a partition in the lake."""
     return materialize(
-        [build_lake_asset(USERS)],
+        [build_lake_asset(table)],
         selection=AssetSelection.checks_for_assets(USERS_KEY),
         # The partition travels as a run tag, as in a run launched from the UI: materialize's
         # partition_key argument insists on a selected asset.
@@ -59,8 +66,30 @@ def written_day(db, source_env, instance) -> Iterator[tuple[str, pa.Table]]:
     yield partition, pq.read_table(lake_file(source_env, "users", partition))
 
 
+# The checks' two paths: all keys in one bucket (a normal day), and keys hashed into buckets of
+# two, spilled and read back a bucket at a time (as a day larger than KEYS_PER_BUCKET is).
+KEYS_PER_BUCKET_CASES = pytest.mark.parametrize(
+    "keys_per_bucket",
+    [checks_module.KEYS_PER_BUCKET, 2],
+    ids=["one_bucket", "buckets_of_two"],
+    indirect=True,
+)
+
+
+@pytest.fixture
+def keys_per_bucket(request, monkeypatch) -> int:
+    monkeypatch.setattr(checks_module, "KEYS_PER_BUCKET", request.param)
+    return request.param
+
+
+def shuffled(table: pa.Table) -> pa.Table:
+    """The rows in a fixed random order, so copies of a row land in far-apart row groups."""
+    return table.take(random.Random(7).sample(range(table.num_rows), table.num_rows))
+
+
+@KEYS_PER_BUCKET_CASES
 def test_clean_partition_passes_every_check_with_the_counts_in_metadata(
-    db, source_env, instance
+    db, source_env, instance, keys_per_bucket
 ) -> None:
     partition = busiest_day(db, USERS)
     result = materialize_tables([USERS], partition, instance=instance)
@@ -131,6 +160,100 @@ def test_duplicate_keys_fail_with_the_duplicated_values(written_day, source_env,
     count = checks["row_count_matches_source"]
     assert not count.passed
     assert count.metadata["difference"].value == 3
+
+
+@KEYS_PER_BUCKET_CASES
+def test_duplicates_in_any_row_group_and_bucket_are_all_counted(
+    written_day, source_env, instance, keys_per_bucket
+) -> None:
+    partition, clean = written_day
+    ids = clean["id"].to_pylist()
+    # The first key three times more, the next two once more: 4 + 2 + 2 rows share a key.
+    damaged = shuffled(pa.concat_tables([clean, clean.take([0, 0, 0, 1, 2])]))
+    pq.write_table(damaged, lake_file(source_env, "users", partition), row_group_size=2)
+
+    checks = evaluations(check_partition(partition, instance))
+
+    duplicates = checks["no_duplicate_primary_keys"]
+    assert not duplicates.passed
+    assert duplicates.metadata["duplicate_rows"].value == 4 + 2 + 2
+    assert sorted(duplicates.metadata["duplicated_keys"].value) == sorted(ids[:3])
+    count = checks["row_count_matches_source"].metadata
+    assert (count["observed"].value, count["difference"].value) == (clean.num_rows + 5, 5)
+    assert checks["no_null_required_columns"].passed
+
+
+@KEYS_PER_BUCKET_CASES
+def test_many_duplicated_keys_report_at_most_the_limit(
+    written_day, source_env, instance, keys_per_bucket
+) -> None:
+    partition, clean = written_day
+    duplicated = [f"dup-{number:02d}" for number in range(MAX_REPORTED_KEYS + 10)]
+    copies = clean.take([0] * 2 * len(duplicated))
+    copies = copies.set_column(
+        copies.schema.get_field_index("id"), "id", pa.array(duplicated * 2, pa.string())
+    )
+    damaged = shuffled(pa.concat_tables([clean, copies]))
+    pq.write_table(damaged, lake_file(source_env, "users", partition), row_group_size=3)
+
+    duplicates = evaluations(check_partition(partition, instance))["no_duplicate_primary_keys"]
+
+    assert not duplicates.passed
+    assert duplicates.metadata["duplicate_rows"].value == 2 * len(duplicated)
+    reported = duplicates.metadata["duplicated_keys"].value
+    assert 0 < len(reported) <= MAX_REPORTED_KEYS
+    assert len(set(reported)) == len(reported)
+    assert set(reported) <= set(duplicated)
+
+
+@KEYS_PER_BUCKET_CASES
+def test_a_compound_key_is_duplicated_only_when_all_its_columns_repeat(
+    written_day, source_env, instance, keys_per_bucket
+) -> None:
+    partition, clean = written_day
+    by_id_and_name = replace(USERS, primary_key=("id", "username"))
+    renamed = clean.slice(0, 1)
+    renamed = renamed.set_column(
+        renamed.schema.get_field_index("username"), "username", pa.array(["someone-else"])
+    )
+    # Row 0's id again under another username (no duplicate), row 1 twice more (3 rows).
+    damaged = shuffled(pa.concat_tables([clean, renamed, clean.take([1, 1])]))
+    pq.write_table(damaged, lake_file(source_env, "users", partition), row_group_size=2)
+
+    checks = evaluations(check_partition(partition, instance, by_id_and_name))
+
+    duplicates = checks["no_duplicate_primary_keys"]
+    assert not duplicates.passed
+    assert duplicates.metadata["duplicate_rows"].value == 3
+    row = clean.slice(1, 1).to_pylist()[0]
+    assert duplicates.metadata["duplicated_keys"].value == [f"{row['id']}, {row['username']}"]
+    assert checks["row_count_matches_source"].metadata["difference"].value == 3
+
+
+def test_key_buckets_hold_every_row_once_and_equal_keys_together(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(checks_module, "KEYS_PER_BUCKET", 4)
+    spill_root = tmp_path / "spill"
+    spill_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_root))
+    # A compound key with NULL parts; each key occurs several times, in different row groups.
+    rows = [(f"user-{n % 7}", None if n % 5 == 0 else n % 2) for n in range(40)]
+    table = pa.table(
+        {"id": [r[0] for r in rows], "attempt": pa.array([r[1] for r in rows], pa.int32())}
+    )
+    pq.write_table(shuffled(table), tmp_path / "keys.parquet", row_group_size=5)
+
+    buckets = [
+        [(row["id"], row["attempt"]) for row in pa.Table.from_pandas(bucket).to_pylist()]
+        for bucket in key_buckets(pq.ParquetFile(tmp_path / "keys.parquet"), ["id", "attempt"])
+    ]
+
+    assert len(buckets) > 1
+    assert Counter(key for bucket in buckets for key in bucket) == Counter(rows)
+    bucket_of = {}
+    for number, bucket in enumerate(buckets):
+        for key in bucket:
+            assert bucket_of.setdefault(key, number) == number
+    assert list(spill_root.iterdir()) == []  # the spilled keys are gone
 
 
 def test_a_file_with_fewer_rows_than_the_source_count_fails(
