@@ -31,7 +31,7 @@ from dagster import (
 
 from sqlgym_assets.catalog import TableSpec
 from sqlgym_assets.extraction import SourceColumn, plan_column
-from sqlgym_assets.lake import LakeSettings, filesystem, lake_path
+from sqlgym_assets.lake import LakeSettings, local_copy
 
 ROW_COUNT_MATCHES_SOURCE = "row_count_matches_source"
 NO_NULL_REQUIRED_COLUMNS = "no_null_required_columns"
@@ -87,8 +87,17 @@ def run_checks(
     facts: PartitionFacts,
     selected: Iterable[str] = CHECK_NAMES,
 ) -> list[AssetCheckResult]:
-    selected = set(selected)
-    parquet = pq.ParquetFile(lake_path(settings, uri), filesystem=filesystem(settings))
+    with local_copy(settings, uri) as path:
+        return _check_file(table, asset_key, pq.ParquetFile(path), facts, set(selected))
+
+
+def _check_file(
+    table: TableSpec,
+    asset_key: AssetKey,
+    parquet: pq.ParquetFile,
+    facts: PartitionFacts,
+    selected: set[str],
+) -> list[AssetCheckResult]:
     results = []
     if SCHEMA_MATCHES_SOURCE in selected:
         results.append(check_schema(asset_key, parquet.schema_arrow, facts.source_columns))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -204,6 +206,7 @@ def write_partition(
 # S3 takes parts of 5 MiB and more (the last may be smaller); one part is held in memory.
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 UPLOAD_CHECKSUM = "CRC32"  # what boto3's own managed uploads send
+COPY_BUFFER_BYTES = 1024 * 1024
 
 
 class _S3Upload:
@@ -308,6 +311,26 @@ def filesystem(settings: LakeSettings) -> pyarrow.fs.FileSystem:
 def lake_path(settings: LakeSettings, uri: str) -> str:
     """A lake URI as a path inside ``filesystem(settings)``."""
     return uri.removeprefix("s3://") if settings.is_s3 else uri
+
+
+@contextmanager
+def local_copy(settings: LakeSettings, uri: str) -> Iterator[Path]:
+    """The partition as a local file; an S3 object is downloaded once, into a temporary directory.
+
+    The checks read a file row group by row group, column by column: straight from S3 that is a
+    ranged request per read, and the checks of a 2 M-row partition took 112 s on moto, against
+    23 s after one streamed GET.
+    """
+    if not settings.is_s3:
+        yield Path(uri)
+        return
+    bucket, key = settings.s3_location(uri)
+    with tempfile.TemporaryDirectory(prefix="sqlgym-") as directory:
+        path = Path(directory) / "partition.parquet"
+        body = settings.s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+        with open(path, "wb") as file:
+            shutil.copyfileobj(body, file, COPY_BUFFER_BYTES)  # one request, streamed
+        yield path
 
 
 def read_partition(
