@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +22,7 @@ import psycopg2
 import pyarrow.parquet as pq
 import pytest
 from psycopg2 import sql
+from sqlalchemy.engine import make_url
 
 from sqlgym_assets.postgres_resource import PostgresResource
 from sqlgym_assets_tests.helpers import lake_file, materialize_tables
@@ -126,3 +128,20 @@ def test_bench_project_path_writes_what_a_normal_materialization_writes(
     assert written_by_bench.schema.equals(written_normally.schema)
     assert written_by_bench.num_rows == run["rows"] > 0
     assert written_by_bench.sort_by("id").equals(written_normally.sort_by("id"))
+
+
+def test_bench_embedded_server_on_loopback_is_read_over_tcp() -> None:
+    """`make bench` reads its embedded server over TCP, as production reads its database."""
+    from sqlgym_assets.local_postgres import stop_embedded_postgres
+
+    data_dir = Path(tempfile.mkdtemp(prefix="sqlgym-bench-tcp-")) / "pgdata"
+    try:
+        url = bench.embedded_server_on_loopback(data_dir)
+        assert bench.transport_of(url) == "TCP to 127.0.0.1"
+        with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT host(inet_server_addr()), inet_server_port()")
+            assert cursor.fetchone() == ("127.0.0.1", make_url(url).port)
+        connection.close()
+    finally:
+        stop_embedded_postgres(data_dir)
+    assert not (data_dir / "postmaster.pid").exists()
