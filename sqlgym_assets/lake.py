@@ -203,7 +203,7 @@ def write_partition(
     return WrittenFile(uri=uri, rows=rows, bytes=size, seconds=time.perf_counter() - started)
 
 
-# S3 takes parts of 5 MiB and more (the last may be smaller); one part is held in memory.
+# S3 takes parts of 5 MiB and more (the last may be smaller).
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 UPLOAD_CHECKSUM = "CRC32"  # what boto3's own managed uploads send
 COPY_BUFFER_BYTES = 1024 * 1024
@@ -282,17 +282,19 @@ class _S3Upload:
         self._queued_bytes += length
 
     def _upload_part(self, number: int, offset: int, length: int) -> dict[str, Any]:
-        with open(self._path, "rb") as file:
-            file.seek(offset)
-            body = file.read(length)
-        response = self._client.upload_part(
-            Bucket=self._bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=body,
-            ChecksumAlgorithm=UPLOAD_CHECKSUM,
-        )
+        from s3transfer.utils import ReadFileChunk
+
+        # The part is streamed from the staged file (as boto3's managed uploads do), not read
+        # into memory first.
+        with ReadFileChunk.from_filename(str(self._path), offset, length) as body:
+            response = self._client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm=UPLOAD_CHECKSUM,
+            )
         checksum = f"Checksum{UPLOAD_CHECKSUM}"
         return {"PartNumber": number, "ETag": response["ETag"], checksum: response[checksum]}
 
