@@ -1,8 +1,8 @@
 """The 21-table hourly run on the demo data, per executor: how much is Dagster, how much is work.
 
 Loads the demo data (``sqlgym_assets.demo_data``) into a database of the bench's embedded
-PostgreSQL (or ``--database-url``), then runs, ``--repeat`` times each and interleaved, the
-command a user runs:
+PostgreSQL, read over loopback TCP (or ``--database-url``), then runs, ``--repeat`` times each
+and interleaved, the command a user runs:
 
     dagster asset materialize -m sqlgym_assets --select sqlgym/<all 21> --partition <today UTC>
 
@@ -42,7 +42,11 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 if str(REPOSITORY_ROOT) not in sys.path:  # run as a script: the project is importable
     sys.path.insert(0, str(REPOSITORY_ROOT))
 
-from extract_bench import machine, package_versions  # noqa: E402  (this folder)
+from extract_bench import (  # noqa: E402  (this folder)
+    embedded_server_on_loopback,
+    machine,
+    package_versions,
+)
 
 # Run config of multi_or_in_process_executor; None: the project's code location as it is.
 EXECUTORS: dict[str, dict[str, Any] | None] = {
@@ -57,15 +61,12 @@ SELECTABLE_LOCATION = Path(__file__).resolve().parent / "hourly_location.py"
 
 def demo_database(args: argparse.Namespace) -> str:
     from sqlgym_assets.demo_data import load_demo_data
-    from sqlgym_assets.local_postgres import (
-        default_data_dir,
-        ensure_database,
-        start_embedded_postgres,
-    )
+    from sqlgym_assets.local_postgres import default_data_dir, ensure_database
 
     url = args.database_url
     if not url:
-        server_url = start_embedded_postgres(default_data_dir("bench"), keep_running=False)
+        # Over TCP, as extract_bench.py reads it and production reads its database.
+        server_url = embedded_server_on_loopback(default_data_dir("bench"))
         url = ensure_database(server_url, "sqlgym_hourly")
     counts = load_demo_data(url, datetime.now(UTC), scale=args.scale)
     print(f"loaded {sum(counts.values()):,} demo rows into {len(counts)} tables", flush=True)
