@@ -14,8 +14,8 @@ loopback as production reads its database over a network (``--transport unix`` f
    - dlt:           dlt sql_table to a filesystem destination as Parquet (bench extra)
    - project_local: this project's asset, materialized with dagster.materialize into a local lake
    - project_s3:    the same into S3 served by moto, so the upload cost shows
-3. Prints one table (median rows/s and seconds, peak RSS, ratios to raw COPY and to the old way,
-   all from this run) and writes it as JSON and Markdown under ``--results-dir``.
+3. Prints one table (median rows/s and seconds, peak RSS, ratios to raw COPY, to the old way and
+   to dlt, all from this run) and writes it as JSON and Markdown under ``--results-dir``.
 
 Two spans are timed, after the child's imports. "Stream" seconds give rows/s and x raw COPY:
 from sending COPY to its last row for raw_copy, and for the project's path
@@ -747,8 +747,8 @@ def summarize(runs: list[dict[str, Any]], unavailable: dict[str, str]) -> list[d
         )
         # The stream against the limit; the whole read against the other tools' whole reads.
         row["x_raw_copy"] = row["rows_per_second"] / raw["rows_per_second"] if raw else None
+        seconds = row["connect_to_file_seconds"]
         for base, name in ((pandas, "x_old_way"), (dlt, "x_dlt")):
-            seconds = row["connect_to_file_seconds"]
             row[name] = base["connect_to_file_seconds"] / seconds if base and seconds else None
         row["cpu_bound_x_raw_copy"] = cpu_bound(row, summary)
     return summary
