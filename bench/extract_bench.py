@@ -772,14 +772,7 @@ def cpu_bound(row: dict[str, Any], summary: list[dict[str, Any]]) -> float | Non
     CPU); the approach adds its own. Both share the machine's cores, so even with perfect overlap
     the run takes at least (server + client CPU) / cores seconds.
     """
-    raw = next(
-        (
-            r
-            for r in summary
-            if r["approach"] == "raw_copy" and r["scope"] == row["scope"] and "cpu_seconds" in r
-        ),
-        None,
-    )
+    raw = _measured(summary, "raw_copy", row["scope"])
     if raw is None or "server_cpu_seconds" not in raw or "cpu_seconds" not in row:
         return None
     fastest = (raw["server_cpu_seconds"] + row["cpu_seconds"]) / len(os.sched_getaffinity(0))
@@ -790,66 +783,106 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: approach and scope left-aligned, the figures after them right-aligned."""
+    alignment = "|---|---|" + "---:|" * (len(header) - 2)
+    lines = ["| " + " | ".join(header) + " |", alignment]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(summary: list[dict[str, Any]]) -> str:
-    lines = [
-        "| approach | scope | rows | rows/s (median) | stream s (median) "
-        "| connect -> file s (median) | peak RSS MB | x raw COPY | x old way | x dlt |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    header = [
+        "approach",
+        "scope",
+        "rows",
+        "rows/s (median)",
+        "stream s (median)",
+        "connect -> file s (median)",
+        "peak RSS MB",
+        "x raw COPY",
+        "x old way",
+        "x dlt",
     ]
+    rows = []
     for row in summary:
         if row["status"] != "measured":
-            lines.append(
-                f"| {row['approach']} | {row['scope']} | {row['status']}: "
-                f"{row['reason']} | | | | | | | |"
-            )
+            reason = f"{row['status']}: {row['reason']}"
+            rows.append([row["approach"], row["scope"], reason] + [""] * (len(header) - 3))
             continue
-        lines.append(
-            f"| {row['label']} | {row['scope']} | {row['rows']:,} "
-            f"| {row['rows_per_second']:,.0f} | {row['seconds']:.2f} "
-            f"| {row['connect_to_file_seconds']:.2f} | {row['peak_rss_mb']:,.0f} "
-            f"| {_ratio(row['x_raw_copy'])} | {_ratio(row['x_old_way'])} "
-            f"| {_ratio(row['x_dlt'])} |"
+        rows.append(
+            [
+                row["label"],
+                row["scope"],
+                f"{row['rows']:,}",
+                f"{row['rows_per_second']:,.0f}",
+                f"{row['seconds']:.2f}",
+                f"{row['connect_to_file_seconds']:.2f}",
+                f"{row['peak_rss_mb']:,.0f}",
+                _ratio(row["x_raw_copy"]),
+                _ratio(row["x_old_way"]),
+                _ratio(row["x_dlt"]),
+            ]
         )
-    return "\n".join(lines)
+    return _markdown(header, rows)
 
 
 def markdown_cpu(summary: list[dict[str, Any]]) -> str:
-    rows = [r for r in summary if r["status"] == "measured" and "cpu_seconds" in r]
-    if not rows:
+    measured = [r for r in summary if r["status"] == "measured" and "cpu_seconds" in r]
+    if not measured:
         return ""
-    lines = [
-        "| approach | scope | client CPU s | PostgreSQL CPU s | x raw COPY: measured "
-        "| x raw COPY: CPU bound |",
-        "|---|---|---:|---:|---:|---:|",
+    header = [
+        "approach",
+        "scope",
+        "client CPU s",
+        "PostgreSQL CPU s",
+        "x raw COPY: measured",
+        "x raw COPY: CPU bound",
     ]
-    for r in rows:
-        server = r.get("server_cpu_seconds")
-        lines.append(
-            f"| {r['approach']} | {r['scope']} | {r['cpu_seconds']:.2f} "
-            f"| {'-' if server is None else f'{server:.2f}'} | {_ratio(r['x_raw_copy'])} "
-            f"| {_ratio(r['cpu_bound_x_raw_copy'])} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            r["approach"],
+            r["scope"],
+            f"{r['cpu_seconds']:.2f}",
+            "-" if r.get("server_cpu_seconds") is None else f"{r['server_cpu_seconds']:.2f}",
+            _ratio(r["x_raw_copy"]),
+            _ratio(r["cpu_bound_x_raw_copy"]),
+        ]
+        for r in measured
+    ]
+    return _markdown(header, rows)
 
 
 def markdown_project_detail(summary: list[dict[str, Any]]) -> str:
-    rows = [r for r in summary if r["status"] == "measured" and "materialize_seconds" in r]
-    if not rows:
+    measured = [r for r in summary if r["status"] == "measured" and "materialize_seconds" in r]
+    if not measured:
         return ""
-    lines = [
-        "| approach | scope | write_seconds (extract+write) | step start -> file written "
-        "| checks | whole materialize() | RSS after imports MB | peak RSS until written MB "
-        "| peak RSS incl. checks MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    header = [
+        "approach",
+        "scope",
+        "write_seconds (extract+write)",
+        "step start -> file written",
+        "checks",
+        "whole materialize()",
+        "RSS after imports MB",
+        "peak RSS until written MB",
+        "peak RSS incl. checks MB",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['approach']} | {r['scope']} | {r['seconds']:.2f} "
-            f"| {r['connect_to_file_seconds']:.2f} | {r['checks_seconds']:.2f} "
-            f"| {r['materialize_seconds']:.2f} | {r['rss_before_work_mb']:,.0f} "
-            f"| {r['peak_rss_until_written_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            r["approach"],
+            r["scope"],
+            f"{r['seconds']:.2f}",
+            f"{r['connect_to_file_seconds']:.2f}",
+            f"{r['checks_seconds']:.2f}",
+            f"{r['materialize_seconds']:.2f}",
+            f"{r['rss_before_work_mb']:,.0f}",
+            f"{r['peak_rss_until_written_mb']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}",
+        ]
+        for r in measured
+    ]
+    return _markdown(header, rows)
 
 
 PACKAGES = (
