@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[demo,test]'
 	touch $@
 
 dagster-home:
@@ -19,10 +19,10 @@ dagster-home:
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: install dagster-home
-	$(BIN)/sqlgym-demo
+	$(BIN)/python -m sqlgym_assets.demo
 
 dev: install dagster-home
-	$(BIN)/sqlgym-demo --serve
+	$(BIN)/python -m sqlgym_assets.demo --serve
 
 monitor: install dagster-home
 	$(BIN)/sqlgym-monitor
@@ -45,7 +45,7 @@ format: install
 BENCH_ARGS ?=
 HOURLY_ARGS ?=
 bench: install
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[demo,test,bench]'
 	$(BIN)/python bench/extract_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/hourly_run.py $(HOURLY_ARGS)
 

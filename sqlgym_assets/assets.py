@@ -1,4 +1,8 @@
-"""The asset factory: one daily-partitioned lake asset per table, fed by its Postgres table."""
+"""The asset factory: one daily-partitioned lake asset per table, fed by its Postgres table.
+
+Each step reads its partition in one snapshot (``source``), hands the row stream to the lake's IO
+manager, which writes the file (``lake``), then checks the file it wrote (``quality``).
+"""
 
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,17 +28,20 @@ from dagster import (
 )
 
 from sqlgym_assets.catalog import TABLES, SyncMode, TableSpec, validate_catalog
-from sqlgym_assets.checks import (
+from sqlgym_assets.lake.io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager
+from sqlgym_assets.lake.reader import partition_exists
+from sqlgym_assets.operations.retries import (
+    SYNC_RETRY_POLICY,
+    fail_permanent_errors_without_retry,
+)
+from sqlgym_assets.quality.checks import (
     SCHEMA_MATCHES_SOURCE,
     PartitionFacts,
     build_check_specs,
     run_checks,
 )
-from sqlgym_assets.extraction import check_partition_readable, partition_window
-from sqlgym_assets.lake import partition_exists
-from sqlgym_assets.parquet_io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager
-from sqlgym_assets.postgres_resource import PostgresResource
-from sqlgym_assets.retries import SYNC_RETRY_POLICY, fail_permanent_errors_without_retry
+from sqlgym_assets.source.plan import check_partition_readable, partition_window
+from sqlgym_assets.source.reader import PostgresResource
 
 # UTC days, today included: the hourly run keeps refreshing the current day.
 DAILY_PARTITIONS = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
@@ -135,7 +142,7 @@ def build_lake_asset(
         parquet_lake: ResourceParam[ParquetLakeIOManager],
     ) -> Iterator[Output | AssetCheckResult]:
         checks = {check_key.name for check_key in context.selected_asset_check_keys}
-        uri = parquet_lake.partition_uri(key, context.partition_key)
+        uri = parquet_lake.file_uri(key, context.partition_key)
         with fail_permanent_errors_without_retry():
             if key in context.selected_asset_keys:
                 if _sits_out_backfill(context, table):
@@ -168,31 +175,31 @@ def _extract(
     window = partition_window(context.partition_key)
     check_partition_readable(table, window, now=datetime.now(UTC))
     is_snapshot = table.sync_mode is SyncMode.SNAPSHOT
-    with postgres.read_partition(table, None if is_snapshot else window) as extract:
-        if extract.null_cursor_rows:
+    with postgres.snapshot(table, None if is_snapshot else window) as snapshot:
+        if snapshot.null_cursor_rows:
             context.log.warning(
-                f"{extract.null_cursor_rows} row(s) of {table.name} have a NULL "
+                f"{snapshot.null_cursor_rows} row(s) of {table.name} have a NULL "
                 f"{table.cursor_column} and belong to no day; they are not in any partition"
             )
         context.log.info(
-            f"reading {extract.source_row_count} row(s) of {table.name} "
+            f"reading {snapshot.source_row_count} row(s) of {table.name} "
             + ("(whole table)" if is_snapshot else f"in [{window.start}, {window.end})")
         )
-        # The IO manager consumes the stream while this generator is suspended here, so the
-        # read-only transaction stays open until the file is written.
+        # The lake IO manager writes the stream and closes it, which ends the snapshot's
+        # transaction with the write; a stream left unread is closed when this block ends.
         yield Output(
-            extract.reader(),
+            snapshot.stream,
             output_name=lake_asset_key(table).to_python_identifier(),
             metadata={
-                SOURCE_ROW_COUNT: extract.source_row_count,
-                "sqlgym/null_cursor_rows": extract.null_cursor_rows,
-                "sqlgym/read_at": MetadataValue.timestamp(extract.read_at),
+                SOURCE_ROW_COUNT: snapshot.source_row_count,
+                "sqlgym/null_cursor_rows": snapshot.null_cursor_rows,
+                "sqlgym/read_at": MetadataValue.timestamp(snapshot.read_at),
                 "sqlgym/window": "whole table"
                 if is_snapshot
                 else f"[{window.start.isoformat()}, {window.end.isoformat()})",
             },
         )
-        return PartitionFacts(extract.source_row_count, extract.source_columns)
+        return PartitionFacts(snapshot.source_row_count, snapshot.source_columns)
 
 
 def _recorded_facts(

@@ -1,25 +1,39 @@
-"""The code location: every asset, check, job, schedule, sensor and resource of the SQLGym lake."""
+"""The code location: every asset, check, job, schedule, sensor and resource of the SQLGym lake.
+
+The data path, top to bottom, one package per layer:
+
+    catalog.py   the 21 tables: columns, keys, sync mode, group, priority
+    source/      credentials (secret or URL), the partition plan (SQL, Arrow types), the reader
+                 (one read-only snapshot per partition, streamed as Arrow batches)
+    lake/        layout (where each file and S3 key is), writer (atomic local rename, S3 multipart
+                 upload), history (sync records), the Parquet IO manager
+    quality/     the four checks on the written file (great-expectations)
+
+``assets.py`` builds one asset per table along that path; ``operations/`` holds the schedules,
+retries, failure alerts and ``sqlgym-monitor``; the local demo (``demo/``) is not part of it.
+"""
 
 from dagster import (
     AssetSelection,
     Definitions,
+    EnvVar,
     define_asset_job,
     definitions,
     in_process_executor,
 )
 
-from sqlgym_assets.alerts import run_failure_alert
-from sqlgym_assets.assets import DAILY_PARTITIONS, LAKE_IO_MANAGER_KEY, build_assets, lake_asset_key
+from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets, lake_asset_key
 from sqlgym_assets.catalog import TABLES
-from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
-from sqlgym_assets.postgres_resource import PostgresResource
-from sqlgym_assets.schedules import ScheduleSettings, build_schedules
+from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
+from sqlgym_assets.lake.layout import LAKE_URL_ENV
+from sqlgym_assets.operations.alerts import run_failure_alert
+from sqlgym_assets.operations.schedules import ScheduleSettings, build_schedules
+from sqlgym_assets.source.reader import PostgresResource
 
 # Re-validates a day already in the lake without extracting it again: launch it for a partition.
 lake_checks_job = define_asset_job(
     "sqlgym_lake_checks",
     selection=AssetSelection.checks_for_assets(*(lake_asset_key(table) for table in TABLES)),
-    partitions_def=DAILY_PARTITIONS,
     description="Runs the four checks of every lake asset on a partition already written.",
 )
 
@@ -40,6 +54,6 @@ def defs() -> Definitions:
         executor=in_process_executor,
         resources={
             "postgres": PostgresResource(),
-            LAKE_IO_MANAGER_KEY: ParquetLakeIOManager(),
+            LAKE_IO_MANAGER_KEY: ParquetLakeIOManager(lake_url=EnvVar(LAKE_URL_ENV)),
         },
     )

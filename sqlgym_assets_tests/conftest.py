@@ -13,8 +13,8 @@ import psycopg2
 import pytest
 from dagster import DagsterInstance
 
-from sqlgym_assets.demo_data import load_demo_data
-from sqlgym_assets.local_postgres import ensure_database, start_embedded_postgres
+from sqlgym_assets.demo.data import load_demo_data
+from sqlgym_assets.demo.embedded_postgres import ensure_database, start_embedded_postgres
 
 TEST_DATABASE_URL_ENV = "SQLGYM_TEST_DATABASE_URL"
 AWS_TEST_ENV = {

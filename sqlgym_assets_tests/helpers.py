@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,14 +12,22 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, RetryPolicy, materialize
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    EnvVar,
+    ExecuteInProcessResult,
+    RetryPolicy,
+    materialize,
+)
 from psycopg2 import sql
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
 from sqlgym_assets.catalog import TABLES_BY_NAME, TableSpec
-from sqlgym_assets.extraction import Window, partition_window
-from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
-from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
+from sqlgym_assets.lake.layout import LAKE_URL_ENV
+from sqlgym_assets.source.plan import Window, partition_window
+from sqlgym_assets.source.reader import PostgresResource
 
 # The mapping DESIGN.md fixes, written out independently of the code under test.
 EXPECTED_ARROW_TYPES = {
@@ -42,6 +52,19 @@ def expected_arrow_type(pg_type: str) -> pa.DataType:
 
 def today() -> str:
     return datetime.now(UTC).date().isoformat()
+
+
+def assert_runs_in_a_fresh_interpreter(code: str) -> None:
+    """Runs ``code`` in a new Python process (nothing imported yet) and expects it to pass."""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def env_lake(**options: str) -> ParquetLakeIOManager:
+    """The lake IO manager as the code location configures it: its URL from $SQLGYM_LAKE_URL."""
+    return ParquetLakeIOManager(lake_url=EnvVar(LAKE_URL_ENV), **options)
 
 
 def materialize_tables(
@@ -70,7 +93,7 @@ def materialize_tables(
         tags=tags,
         resources={
             "postgres": postgres or PostgresResource(),
-            LAKE_IO_MANAGER_KEY: lake or ParquetLakeIOManager(),
+            LAKE_IO_MANAGER_KEY: lake or env_lake(),
         },
     )
 

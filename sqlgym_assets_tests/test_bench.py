@@ -24,7 +24,7 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import lake_file, materialize_tables
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def test_bench_project_path_writes_what_a_normal_materialization_writes(
 
 def test_bench_embedded_server_on_loopback_is_read_over_tcp() -> None:
     """`make bench` reads its embedded server over TCP, as production reads its database."""
-    from sqlgym_assets.local_postgres import stop_embedded_postgres
+    from sqlgym_assets.demo.embedded_postgres import stop_embedded_postgres
 
     data_dir = Path(tempfile.mkdtemp(prefix="sqlgym-bench-tcp-")) / "pgdata"
     try:

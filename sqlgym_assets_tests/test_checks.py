@@ -4,8 +4,6 @@ right counts and keys, results are kept per day, and great-expectations stays ou
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -15,24 +13,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from dagster import (
-    AssetCheckKey,
     AssetCheckSeverity,
     AssetKey,
     AssetSelection,
+    DagsterEventType,
     DagsterInstance,
     ExecuteInProcessResult,
     materialize,
 )
-from dagster._core.event_api import PartitionKeyFilter
 from psycopg2 import sql
 
-from sqlgym_assets import checks as checks_module
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, TableSpec
-from sqlgym_assets.checks import CHECK_NAMES, MAX_REPORTED_KEYS, key_buckets
-from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
-from sqlgym_assets.postgres_resource import PostgresResource
-from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables, today
+from sqlgym_assets.definitions import defs
+from sqlgym_assets.quality import keys as keys_module
+from sqlgym_assets.quality.checks import CHECK_NAMES, MAX_REPORTED_KEYS
+from sqlgym_assets.quality.keys import key_buckets
+from sqlgym_assets.source.reader import PostgresResource
+from sqlgym_assets_tests.helpers import (
+    assert_runs_in_a_fresh_interpreter,
+    busiest_day,
+    env_lake,
+    lake_file,
+    materialize_tables,
+    today,
+)
 
 USERS = TABLES_BY_NAME["users"]
 USERS_KEY = AssetKey(["sqlgym", "users"])
@@ -54,7 +59,7 @@ def check_partition(
         tags={"dagster/partition": partition},
         instance=instance,
         raise_on_error=False,
-        resources={"postgres": PostgresResource(), LAKE_IO_MANAGER_KEY: ParquetLakeIOManager()},
+        resources={"postgres": PostgresResource(), LAKE_IO_MANAGER_KEY: env_lake()},
     )
 
 
@@ -70,7 +75,7 @@ def written_day(db, source_env, instance) -> Iterator[tuple[str, pa.Table]]:
 # two, spilled and read back a bucket at a time (as a day larger than KEYS_PER_BUCKET is).
 KEYS_PER_BUCKET_CASES = pytest.mark.parametrize(
     "keys_per_bucket",
-    [checks_module.KEYS_PER_BUCKET, 2],
+    [keys_module.KEYS_PER_BUCKET, 2],
     ids=["one_bucket", "buckets_of_two"],
     indirect=True,
 )
@@ -78,7 +83,7 @@ KEYS_PER_BUCKET_CASES = pytest.mark.parametrize(
 
 @pytest.fixture
 def keys_per_bucket(request, monkeypatch) -> int:
-    monkeypatch.setattr(checks_module, "KEYS_PER_BUCKET", request.param)
+    monkeypatch.setattr(keys_module, "KEYS_PER_BUCKET", request.param)
     return request.param
 
 
@@ -231,7 +236,7 @@ def test_a_compound_key_is_duplicated_only_when_all_its_columns_repeat(
 
 
 def test_key_buckets_hold_every_row_once_and_equal_keys_together(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(checks_module, "KEYS_PER_BUCKET", 4)
+    monkeypatch.setattr(keys_module, "KEYS_PER_BUCKET", 4)
     spill_root = tmp_path / "spill"
     spill_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spill_root))
@@ -346,17 +351,23 @@ def test_results_are_kept_per_partition(db, source_env, instance, auth_provider_
             (bad_day,),
         )
 
-    materialize_tables([USERS], clean_day, instance=instance)
-    materialize_tables([USERS], bad_day, instance=instance, raise_on_error=False)
+    runs = {
+        clean_day: materialize_tables([USERS], clean_day, instance=instance),
+        bad_day: materialize_tables([USERS], bad_day, instance=instance, raise_on_error=False),
+    }
 
     history = {}
-    for day in (clean_day, bad_day):
-        (record,) = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(USERS_KEY, "no_null_required_columns"),
-            limit=5,
-            partition_filter=PartitionKeyFilter(key=day),
-        )
-        history[day] = record.event.dagster_event.event_specific_data
+    for day, result in runs.items():
+        # What the instance keeps of each run, read back from its storage.
+        records = instance.get_records_for_run(
+            result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        (evaluation,) = [
+            data
+            for data in (r.event_log_entry.dagster_event.event_specific_data for r in records)
+            if data.check_name == "no_null_required_columns"
+        ]
+        history[day] = evaluation
     assert history[clean_day].passed
     assert history[clean_day].partition == clean_day
     assert not history[bad_day].passed
@@ -365,19 +376,13 @@ def test_results_are_kept_per_partition(db, source_env, instance, auth_provider_
 
 
 def test_definitions_load_without_importing_great_expectations() -> None:
-    probe = (
-        "import sys; from sqlgym_assets import defs; defs().resolve_asset_graph(); "
+    assert_runs_in_a_fresh_interpreter(
+        "import sys; from sqlgym_assets.definitions import defs; defs().resolve_asset_graph(); "
         "assert 'great_expectations' not in sys.modules, 'imported at load'"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
 
 
 def test_definitions_declare_four_partitioned_checks_per_asset_errors_blocking() -> None:
-    from sqlgym_assets import defs
-
     graph = defs().resolve_asset_graph()
     lake_keys = [key for key in graph.get_all_asset_keys() if key.path[0] == "sqlgym"]
     assert len(graph.asset_check_keys) == 4 * len(lake_keys) == 84
@@ -388,8 +393,6 @@ def test_definitions_declare_four_partitioned_checks_per_asset_errors_blocking()
 
 
 def test_the_lake_checks_job_revalidates_a_day_without_extracting(db, source_env, instance) -> None:
-    from sqlgym_assets import defs
-
     day = today()
     materialize_tables(TABLES, day, instance=instance)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
-from sqlgym_assets.extraction import partition_window
+from sqlgym_assets.source.plan import partition_window
 from sqlgym_assets_tests.helpers import busiest_day, by_key, lake_file, lake_rows, source_rows
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,10 @@ USERS = TABLES_BY_NAME["users"]
 @pytest.mark.parametrize(
     "command",
     [
-        ["dagster", "asset", "materialize", "-m", "sqlgym_assets", "--select", "sqlgym/users"],
+        [
+            *("dagster", "asset", "materialize"),
+            *("-m", "sqlgym_assets.definitions", "--select", "sqlgym/users"),
+        ],
         ["dg", "launch", "--assets", "sqlgym/users"],
     ],
     ids=["dagster-asset-materialize", "dg-launch"],
@@ -53,4 +56,9 @@ def test_cli_materializes_one_partition_into_the_lake(
     expected = source_rows(db, USERS, partition_window(partition))
     assert expected
     assert by_key(lake_rows(USERS, path)) == by_key(expected)
-    assert "RUN_SUCCESS" in completed.stdout + completed.stderr
+    output = completed.stdout + completed.stderr
+    assert "RUN_SUCCESS" in output
+    # The project's own definitions add no notice to a user's screen (Dagster's note that
+    # `dg launch` supersedes `dagster asset materialize` is Dagster's, and may stay).
+    for category in ("PreviewWarning", "BetaWarning", "DeprecationWarning"):
+        assert category not in output, output[output.index(category) - 300 :][:600]

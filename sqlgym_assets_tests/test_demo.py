@@ -1,4 +1,4 @@
-"""`sqlgym-demo`, as `make demo` runs it: every table materialized and every check passing."""
+"""The demo, as `make demo` runs it: every table materialized and every check passing."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from sqlgym_assets.catalog import TABLES
-from sqlgym_assets.local_postgres import stop_embedded_postgres
+from sqlgym_assets.demo.embedded_postgres import stop_embedded_postgres
 from sqlgym_assets_tests.helpers import lake_file
 
 
@@ -22,7 +22,9 @@ def test_demo_materializes_all_tables_and_shows_passing_checks(tmp_path: Path) -
 
     completed = subprocess.run(
         [
-            str(Path(sys.executable).parent / "sqlgym-demo"),
+            sys.executable,
+            "-m",
+            "sqlgym_assets.demo",
             "--lake",
             str(lake),
             "--pg-data",

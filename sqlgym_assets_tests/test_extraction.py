@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 import boto3
@@ -21,10 +21,12 @@ import pytest
 from dagster import AssetKey, RetryPolicy
 from psycopg2 import sql
 
-from sqlgym_assets import lake
 from sqlgym_assets.catalog import Column, SyncMode, TableSpec
-from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
-from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets.lake import writer
+from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
+from sqlgym_assets.lake.layout import LakeSettings, lake_settings, partition_uri
+from sqlgym_assets.lake.writer import write_partition
+from sqlgym_assets.source.reader import PostgresResource, StreamClosedError
 from sqlgym_assets_tests.helpers import lake_file, materialize_tables, today
 
 PROBE_SCHEMA = "sqlgym_probe"
@@ -313,7 +315,7 @@ def _s3_lake() -> tuple[str, ParquetLakeIOManager]:
 def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
     probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lake, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest
     reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
     partition = today()
     _create_stream_view(db, "digests")
@@ -323,10 +325,10 @@ def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
 
     materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake)
 
-    key = s3_lake.partition_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
+    key = s3_lake.file_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
     s3 = boto3.client("s3")
     head = s3.head_object(Bucket=bucket, Key=key)
-    parts = -(-len(local) // lake.UPLOAD_PART_BYTES)
+    parts = -(-len(local) // writer.UPLOAD_PART_BYTES)
     assert parts >= 2
     assert head["ETag"].strip('"').endswith(f"-{parts}")  # a multipart object of that many parts
     assert head["ServerSideEncryption"] == "AES256"
@@ -337,13 +339,13 @@ def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
 def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object(
     probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lake, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
     partition = today()
     bucket, s3_lake = _s3_lake()
     _create_stream_view(db, "digests")
     materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake)
-    key = s3_lake.partition_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
+    key = s3_lake.file_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
     s3 = boto3.client("s3")
     previous = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -361,7 +363,7 @@ def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object
 def test_a_write_that_fails_mid_stream_ends_the_source_transaction_at_once(
     probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lake, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     _create_stream_view(db, "digests")
     missing_bucket = ParquetLakeIOManager(lake_url=f"s3://sqlgym-missing-{uuid.uuid4().hex[:12]}")
 
@@ -381,3 +383,56 @@ def test_a_write_that_fails_mid_stream_ends_the_source_transaction_at_once(
             ("%sqlgym_probe.stream%",),
         )
         assert cursor.fetchall() == []  # no snapshot left open until garbage collection
+
+
+def _backend_in_transaction(db, pid: int) -> bool:
+    with db.cursor() as cursor:
+        cursor.execute("SELECT xact_start IS NOT NULL FROM pg_stat_activity WHERE pid = %s", (pid,))
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _wait_until_out_of_transaction(db, pid: int, timeout: float = 10.0) -> bool:
+    """A closed connection's backend leaves pg_stat_activity a moment after the client goes."""
+    deadline = time.monotonic() + timeout
+    while _backend_in_transaction(db, pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def stream_file(probe_schema, db, source_env) -> tuple[LakeSettings, str]:
+    """The healthy stream view, and the local lake file a test writes it to."""
+    _create_stream_view(db, "none")
+    settings = lake_settings(str(source_env))
+    return settings, partition_uri(settings, "stream", date.fromisoformat(today()))
+
+
+def test_the_snapshot_transaction_spans_the_write_and_ends_with_it(db, stream_file) -> None:
+    settings, uri = stream_file
+
+    with _probe_reader(batch_size_hint_bytes=64 * 1024).snapshot(STREAM, None) as snapshot:
+        assert _backend_in_transaction(db, snapshot.backend_pid)
+        written = write_partition(settings, uri, snapshot.stream)
+        # Ended by the write itself, while the snapshot's block is still open.
+        assert snapshot.stream.closed
+        assert _wait_until_out_of_transaction(db, snapshot.backend_pid)
+
+    assert written.rows == snapshot.source_row_count == STREAM_ROWS
+    assert pq.read_metadata(uri).num_rows == STREAM_ROWS
+
+
+def test_a_stream_read_after_its_snapshot_ended_fails_and_writes_nothing(
+    db, stream_file, source_env
+) -> None:
+    settings, uri = stream_file
+
+    with _probe_reader().snapshot(STREAM, None) as snapshot:
+        pass
+    assert _wait_until_out_of_transaction(db, snapshot.backend_pid)
+
+    with pytest.raises(StreamClosedError, match="stream"):
+        write_partition(settings, uri, snapshot.stream)
+    assert not source_env.exists() or not any(source_env.rglob("*.parquet"))

@@ -17,11 +17,11 @@ from dagster import (
     instance_for_test,
 )
 
-from sqlgym_assets import monitor
-from sqlgym_assets.alerts import Alert, notify, run_failure_alert
 from sqlgym_assets.catalog import TABLES_BY_NAME
-from sqlgym_assets.lake import lake_settings
-from sqlgym_assets.sync_history import SyncRecord, write_sync_record
+from sqlgym_assets.lake.history import SyncRecord, write_sync_record
+from sqlgym_assets.lake.layout import lake_settings
+from sqlgym_assets.operations import monitor
+from sqlgym_assets.operations.alerts import Alert, notify, run_failure_alert
 from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables
 
 USERS = TABLES_BY_NAME["users"]

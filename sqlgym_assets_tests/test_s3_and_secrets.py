@@ -28,11 +28,12 @@ from sqlalchemy.engine import make_url
 
 from sqlgym_assets.assets import DAILY_PARTITIONS, LAKE_IO_MANAGER_KEY, build_assets
 from sqlgym_assets.catalog import TABLES_BY_NAME
-from sqlgym_assets.lake import lake_settings, read_partition
-from sqlgym_assets.parquet_io_manager import ParquetLakeIOManager
-from sqlgym_assets.postgres_resource import PostgresResource
+from sqlgym_assets.lake.layout import lake_settings
+from sqlgym_assets.lake.reader import read_table
+from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
     by_key,
+    env_lake,
     lake_rows,
     materialize_tables,
     source_rows,
@@ -193,7 +194,7 @@ def test_s3_objects_use_the_configured_kms_key(aws_env, source_env, db, monkeypa
     key_id = boto3.client("kms").create_key(Description="sqlgym lake")["KeyMetadata"]["KeyId"]
     partition = busiest_users_day(db)
 
-    materialize_tables([USERS], partition, lake=ParquetLakeIOManager(kms_key_id=key_id))
+    materialize_tables([USERS], partition, lake=env_lake(kms_key_id=key_id))
 
     head = boto3.client("s3").head_object(Bucket=bucket, Key=users_key(partition))
     assert head["ServerSideEncryption"] == "aws:kms"
@@ -208,7 +209,7 @@ def test_the_lake_reads_partitions_back_from_s3(aws_env, source_env, db, monkeyp
     materialize_tables([USERS], partition)
     expected_ids = {row["id"] for row in source_rows(db, USERS, window_for(USERS, partition))}
 
-    table = read_partition(lake_settings(lake_url), f"s3://{bucket}/{users_key(partition)}")
+    table = read_table(lake_settings(lake_url), f"s3://{bucket}/{users_key(partition)}")
 
     assert set(table.column("id").to_pylist()) == expected_ids
     assert table.schema.names == list(USERS.column_names)
@@ -233,7 +234,7 @@ def test_a_downstream_asset_loads_the_partition_from_s3(
         [*build_assets((USERS,)), user_ids],
         selection=[user_ids.key],
         partition_key=partition,
-        resources={"postgres": PostgresResource(), LAKE_IO_MANAGER_KEY: ParquetLakeIOManager()},
+        resources={"postgres": PostgresResource(), LAKE_IO_MANAGER_KEY: env_lake()},
     )
 
     expected = sorted(row["id"] for row in source_rows(db, USERS, window_for(USERS, partition)))

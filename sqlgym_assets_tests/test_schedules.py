@@ -10,7 +10,7 @@ from dagster import AssetKey, DefaultScheduleStatus, build_schedule_context
 
 from sqlgym_assets.catalog import TABLES, SyncMode
 from sqlgym_assets.definitions import defs as load_definitions
-from sqlgym_assets.schedules import ScheduleSettingsError
+from sqlgym_assets.operations.schedules import ScheduleSettingsError
 from sqlgym_assets_tests.helpers import lake_file
 
 INCREMENTAL = "sqlgym_hourly_incremental"

@@ -11,8 +11,8 @@ import pytest
 from psycopg2 import sql
 
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
-from sqlgym_assets.extraction import partition_window
-from sqlgym_assets.lake import ARROW_MEMORY_POOL_ENV
+from sqlgym_assets.lake.writer import ARROW_MEMORY_POOL_ENV
+from sqlgym_assets.source.plan import partition_window
 from sqlgym_assets_tests.helpers import (
     busiest_day,
     by_key,

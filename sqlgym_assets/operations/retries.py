@@ -7,9 +7,9 @@ import adbc_driver_manager
 from dagster import Backoff, Failure, Jitter, RetryPolicy
 
 from sqlgym_assets.catalog import CatalogError
-from sqlgym_assets.extraction import SnapshotNotAvailableError, SourceSchemaError
-from sqlgym_assets.lake import LakeConfigurationError
-from sqlgym_assets.postgres_resource import DatabaseConfigurationError
+from sqlgym_assets.lake.layout import LakeConfigurationError
+from sqlgym_assets.source.credentials import DatabaseConfigurationError
+from sqlgym_assets.source.plan import SnapshotNotAvailableError, SourceSchemaError
 
 # Connection resets, timeouts, S3 5xx and throttling clear up on their own: retry those, spaced
 # out (5 s, 10 s, 20 s, each +/- jitter so parallel steps do not retry in lockstep).

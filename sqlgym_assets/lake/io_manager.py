@@ -1,8 +1,7 @@
-"""The IO manager that stores each asset partition as one Parquet file in the lake."""
+"""The Dagster IO manager that stores each asset partition as one Parquet file in the lake."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,18 +19,16 @@ from dagster import (
 )
 from pydantic import Field
 
-from sqlgym_assets.lake import (
-    LakeSettings,
+from sqlgym_assets.lake.history import SyncRecord, sync_status, write_sync_record
+from sqlgym_assets.lake.layout import LakeSettings, lake_settings, partition_uri
+from sqlgym_assets.lake.reader import read_table
+from sqlgym_assets.lake.writer import (
+    BatchStream,
     WrittenFile,
-    as_batch_reader,
-    lake_settings,
-    read_partition,
     use_jemalloc_for_arrow,
     write_partition,
 )
-from sqlgym_assets.sync_history import SyncRecord, sync_status, write_sync_record
 
-LAKE_URL_ENV = "SQLGYM_LAKE_URL"
 # Output metadata the asset attaches and the sync record repeats.
 SOURCE_ROW_COUNT = "sqlgym/source_row_count"
 
@@ -39,12 +36,11 @@ SOURCE_ROW_COUNT = "sqlgym/source_row_count"
 class ParquetLakeIOManager(ConfigurableIOManager):
     """Writes a stream of Arrow batches (or a Table or DataFrame) to
     ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``, atomically, on S3 or a local disk.
+
+    A stream is written while whatever it reads from is still open, and closed by the write.
     """
 
-    lake_url: str | None = Field(
-        default=None,
-        description=f"s3://bucket/prefix or a local directory; defaults to ${LAKE_URL_ENV}.",
-    )
+    lake_url: str = Field(description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint; defaults to $AWS_ENDPOINT_URL, else AWS."
     )
@@ -58,22 +54,20 @@ class ParquetLakeIOManager(ConfigurableIOManager):
 
     def settings(self) -> LakeSettings:
         return lake_settings(
-            self.lake_url or os.environ.get(LAKE_URL_ENV),
-            s3_endpoint_url=self.s3_endpoint_url,
-            kms_key_id=self.kms_key_id,
+            self.lake_url, s3_endpoint_url=self.s3_endpoint_url, kms_key_id=self.kms_key_id
         )
 
-    def partition_uri(self, asset_key: AssetKey, partition_key: str) -> str:
-        return self.settings().partition_uri(asset_key.path[-1], date.fromisoformat(partition_key))
+    def file_uri(self, asset_key: AssetKey, partition_key: str) -> str:
+        """Where the asset's partition lives: its table's file of that day."""
+        return partition_uri(self.settings(), asset_key.path[-1], date.fromisoformat(partition_key))
 
     def handle_output(
-        self, context: OutputContext, obj: pa.RecordBatchReader | pa.Table | pd.DataFrame
+        self, context: OutputContext, obj: BatchStream | pa.Table | pd.DataFrame
     ) -> None:
         settings = self.settings()
         partition = context.asset_partition_key
-        uri = self.partition_uri(context.asset_key, partition)
-        reader = as_batch_reader(obj)
-        written = write_partition(settings, uri, reader)
+        uri = self.file_uri(context.asset_key, partition)
+        written = write_partition(settings, uri, obj)
         context.log.info(f"wrote {written.rows} rows ({written.bytes} bytes) to {uri}")
         record_uri = self._record_sync(context, settings, partition, written)
         context.add_output_metadata(
@@ -83,7 +77,7 @@ class ParquetLakeIOManager(ConfigurableIOManager):
                 "dagster/uri": uri,
                 # The schema as written, so the UI shows what readers of the file will get.
                 "dagster/column_schema": TableSchema(
-                    columns=[TableColumn(field.name, str(field.type)) for field in reader.schema]
+                    columns=[TableColumn(field.name, str(field.type)) for field in written.schema]
                 ),
                 "sqlgym/file_bytes": written.bytes,
                 "sqlgym/write_seconds": round(written.seconds, 3),
@@ -120,5 +114,5 @@ class ParquetLakeIOManager(ConfigurableIOManager):
         return write_sync_record(settings, record, written_at)
 
     def load_input(self, context: InputContext) -> pa.Table:
-        uri = self.partition_uri(context.asset_key, context.asset_partition_key)
-        return read_partition(self.settings(), uri)
+        uri = self.file_uri(context.asset_key, context.asset_partition_key)
+        return read_table(self.settings(), uri)

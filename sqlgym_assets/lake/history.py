@@ -1,9 +1,9 @@
-"""A small JSON record beside the data for every materialization, for readers without Dagster.
+"""Sync records: a small JSON file per materialization, for readers of the lake without Dagster.
 
-``<lake>/_metadata/<table>/<YYYYMMDD>T<HHMMSS>Z.json``: names sort by time. A record never
-overwrites another: more materializations of a table in the same second get ``..Z_01.json``,
-``..Z_02.json``, which still sort after ``..Z.json`` (the old Lambda's files written in the same
-second collided, and its monitor listed the oldest as the latest).
+Names sort by time (``layout.sync_record_uri``), and a record never overwrites another: more
+materializations of a table in the same second get ``..Z_01.json``, ``..Z_02.json``, which still
+sort after ``..Z.json`` (the old Lambda's files written in the same second collided, and its
+monitor listed the oldest as the latest).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from sqlgym_assets.lake import LakeSettings
+from sqlgym_assets.lake.layout import LakeSettings, sync_record_uri
 
-HISTORY_FOLDER = "_metadata"
 MAX_SAME_SECOND = 100
 
 
@@ -42,16 +41,10 @@ def sync_status(rows: int) -> str:
     return "success" if rows else "no_new_data"
 
 
-def record_uri(settings: LakeSettings, table: str, written_at: datetime, attempt: int = 0) -> str:
-    suffix = f"_{attempt:02d}" if attempt else ""  # "_" sorts after ".": names stay in time order
-    name = f"{written_at:%Y%m%dT%H%M%S}Z{suffix}.json"
-    return f"{settings.url.rstrip('/')}/{HISTORY_FOLDER}/{table}/{name}"
-
-
 def write_sync_record(settings: LakeSettings, record: SyncRecord, written_at: datetime) -> str:
     body = json.dumps(asdict(record), indent=2, sort_keys=True).encode()
     for attempt in range(MAX_SAME_SECOND):
-        uri = record_uri(settings, record.table, written_at, attempt)
+        uri = sync_record_uri(settings, record.table, written_at, attempt)
         if _create_new(settings, uri, body):
             return uri
     raise FileExistsError(f"{MAX_SAME_SECOND} sync records of {record.table} in one second")

@@ -1,24 +1,19 @@
-"""Quality checks on each lake partition: row count, NULLs, duplicate keys, schema drift.
+"""The four checks on each lake partition: row count, NULLs, duplicate keys, schema drift.
 
-The row-count, NULL and duplicate validations run with great-expectations in an ephemeral
-context. great-expectations is imported inside the check, never at module import: it costs
-seconds per process and definitions must load without it. Memory does not grow with the rows:
-the NULL check reads one row group at a time, the key check one bucket of keys at a time.
+The row-count, NULL and duplicate validations run with great-expectations (``validator.py``) on
+the file just written. Memory does not grow with the rows: the NULL check reads one row group at
+a time, the key check one bucket of keys at a time (``keys.py``).
 """
 
 from __future__ import annotations
 
-import math
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
@@ -27,22 +22,34 @@ from dagster import (
     AssetKey,
     MetadataValue,
     PartitionsDefinition,
+    PreviewWarning,
 )
 
 from sqlgym_assets.catalog import TableSpec
-from sqlgym_assets.extraction import SourceColumn, plan_column
-from sqlgym_assets.lake import LakeSettings, local_copy
+from sqlgym_assets.lake.layout import LakeSettings
+from sqlgym_assets.lake.reader import local_copy
+from sqlgym_assets.quality.keys import arrow_backed, key_buckets
+from sqlgym_assets.quality.validator import (
+    MAX_REPORTED_KEYS,
+    RESULT_FORMAT,
+    Validator,
+    unique_key_expectation,
+)
+from sqlgym_assets.source.arrow_types import SourceColumn, plan_column
+
+# Checks partitioned like their asset keep each day's result in the UI; Dagster marks that
+# preview and re-creates the specs (so the notice) on every load and run, hundreds of lines per
+# CLI run. It is the design, so only that notice is ignored.
+warnings.filterwarnings(
+    "ignore",
+    message="Specifying a partitions_def on an AssetCheckSpec",
+    category=PreviewWarning,
+)
 
 ROW_COUNT_MATCHES_SOURCE = "row_count_matches_source"
 NO_NULL_REQUIRED_COLUMNS = "no_null_required_columns"
 NO_DUPLICATE_PRIMARY_KEYS = "no_duplicate_primary_keys"
 SCHEMA_MATCHES_SOURCE = "schema_matches_source"
-MAX_REPORTED_KEYS = 20
-# About the most keys great-expectations' uniqueness check is given at once: a partition with
-# more has its keys split by hash into buckets of this size, so memory does not grow with rows.
-KEYS_PER_BUCKET = 250_000
-# SUMMARY keeps at most MAX_REPORTED_KEYS offending values and row positions, whatever the size.
-_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_REPORTED_KEYS}
 
 _DESCRIPTIONS = {
     ROW_COUNT_MATCHES_SOURCE: "The file holds as many rows as PostgreSQL counted for the same "
@@ -122,7 +129,7 @@ def _check_file(
             )
             for name in sorted(data_checks)
         ]
-    validator = _Validator()
+    validator = Validator()
     unique_key = unique_key_expectation(validator, table)
     rows_per_bucket: list[int] = []
     key_validations: list[Any] = []
@@ -141,102 +148,8 @@ def _check_file(
     return results
 
 
-class _Validator:
-    """great-expectations in an ephemeral context, imported on first use, progress bars off."""
-
-    def __init__(self) -> None:
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(
-            globally=False, metric_calculations=False
-        )
-        asset = context.data_sources.add_pandas("lake").add_dataframe_asset("partition")
-        self._batches = asset.add_batch_definition_whole_dataframe("frame")
-        self._suite = gx.ExpectationSuite
-        self.expectations = gx.expectations
-
-    def validate(self, frame: pd.DataFrame, expectation: Any) -> Any:
-        return self._batches.get_batch(batch_parameters={"dataframe": frame}).validate(expectation)
-
-    def validate_all(self, frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
-        """Several expectations in one pass; results in the same order."""
-        suite = self._suite(name="partition", expectations=expectations)
-        return list(self.validate(frame, suite).results)
-
-
-def key_buckets(parquet: pq.ParquetFile, columns: list[str]) -> Iterator[pd.DataFrame]:
-    """The file's key columns, one bucket at a time (Arrow-backed); equal keys share a bucket.
-
-    Up to KEYS_PER_BUCKET rows there is one bucket, read whole: no hashing, no temporary file.
-    Above, one pass writes each bucket's keys into one Arrow IPC file, from which each bucket is
-    read back alone. A pass over the file per bucket instead would read the keys (from S3 too)
-    once per bucket, at about 0.5 s per million rows each time.
-    """
-    buckets = math.ceil(parquet.metadata.num_rows / KEYS_PER_BUCKET)
-    if buckets <= 1:
-        yield _arrow_backed(parquet.read(columns=columns))
-        return
-    with tempfile.TemporaryDirectory(prefix="sqlgym-keys-") as directory:
-        spill = Path(directory) / "keys.arrow"
-        batches_of_bucket = _spill_by_bucket(parquet, columns, buckets, spill)
-        # Read, not memory-mapped: a mapped file's pages would stay in the RSS once touched.
-        with pa.OSFile(str(spill)) as file:
-            reader = pa.ipc.open_file(file)
-            for batches in batches_of_bucket:
-                if batches:
-                    keys = pa.Table.from_batches(map(reader.get_batch, batches), reader.schema)
-                    yield _arrow_backed(keys)
-
-
-def _spill_by_bucket(
-    parquet: pq.ParquetFile, columns: list[str], buckets: int, spill: Path
-) -> list[list[int]]:
-    """Writes each row group's keys to ``spill`` sorted by bucket; returns each bucket's batches.
-
-    Row group by row group: ``iter_batches`` held more than one group's keys (measured).
-    """
-    batches_of_bucket: list[list[int]] = [[] for _ in range(buckets)]
-    schema = pa.schema([parquet.schema_arrow.field(column) for column in columns])
-    with pa.ipc.new_file(spill, schema) as writer:
-        for group in range(parquet.num_row_groups):
-            keys = parquet.read_row_group(group, columns=columns)
-            bucket = (_key_hashes(keys) % buckets).astype(np.int64)
-            by_bucket = keys.take(np.argsort(bucket, kind="stable"))
-            ends = np.cumsum(np.bincount(bucket, minlength=buckets))
-            for number, (start, end) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
-                if end > start:
-                    written = writer.stats.num_record_batches
-                    writer.write_table(by_bucket.slice(start, end - start))
-                    batches_of_bucket[number].extend(
-                        range(written, writer.stats.num_record_batches)
-                    )
-    return batches_of_bucket
-
-
-def _key_hashes(keys: pa.Table) -> np.ndarray:
-    """A 64-bit hash of each row's key, a compound key's columns combined.
-
-    Integer and boolean columns are hashed as text: pandas hashes them as other types in a row
-    group where they hold a NULL, so one key would get two hashes and land in two buckets.
-    """
-    columns = [
-        pc.cast(column, pa.string())
-        if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)
-        else column
-        for column in keys.columns
-    ]
-    frame = _arrow_backed(pa.table(columns, names=keys.column_names))
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
-
-
-def _arrow_backed(data: pa.Table) -> pd.DataFrame:
-    return data.to_pandas(types_mapper=pd.ArrowDtype)
-
-
 def check_row_count(
-    asset_key: AssetKey, validator: _Validator, rows_per_bucket: list[int], expected: int | None
+    asset_key: AssetKey, validator: Validator, rows_per_bucket: list[int], expected: int | None
 ) -> AssetCheckResult:
     observed = sum(rows_per_bucket)
     if expected is None:
@@ -266,17 +179,6 @@ def check_row_count(
     )
 
 
-def unique_key_expectation(validator: _Validator, table: TableSpec) -> Any:
-    expectations = validator.expectations
-    if len(table.primary_key) == 1:
-        return expectations.ExpectColumnValuesToBeUnique(
-            column=table.primary_key[0], result_format=_RESULT_FORMAT
-        )
-    return expectations.ExpectCompoundColumnsToBeUnique(
-        column_list=list(table.primary_key), result_format=_RESULT_FORMAT
-    )
-
-
 def check_no_duplicates(asset_key: AssetKey, validations: Sequence[Any]) -> AssetCheckResult:
     """Adds up the buckets' validations: a key's duplicates are all in its own bucket."""
     duplicated: list[str] = []
@@ -301,7 +203,7 @@ def check_no_duplicates(asset_key: AssetKey, validations: Sequence[Any]) -> Asse
 
 def check_no_nulls(
     asset_key: AssetKey,
-    validator: _Validator,
+    validator: Validator,
     parquet: pq.ParquetFile,
     table: TableSpec,
     required: Sequence[str],
@@ -311,12 +213,12 @@ def check_no_nulls(
     offending_keys: dict[str, list[str]] = {}
     expectations = [
         validator.expectations.ExpectColumnValuesToNotBeNull(
-            column=column, result_format=_RESULT_FORMAT
+            column=column, result_format=RESULT_FORMAT
         )
         for column in required
     ]
     for group in range(parquet.num_row_groups):
-        frame = _arrow_backed(parquet.read_row_group(group, columns=list(required)))
+        frame = arrow_backed(parquet.read_row_group(group, columns=list(required)))
         for column, validation in zip(
             required, validator.validate_all(frame, expectations), strict=True
         ):

@@ -23,7 +23,7 @@ from dagster import (
     schedule,
 )
 
-from sqlgym_assets.assets import DAILY_PARTITIONS, lake_asset_key
+from sqlgym_assets.assets import lake_asset_key
 from sqlgym_assets.catalog import TABLES, SyncMode, TableSpec
 
 SCHEDULE_MINUTE_ENV = "SQLGYM_SCHEDULE_MINUTE"
@@ -87,7 +87,6 @@ class HourlySync:
         return define_asset_job(
             f"{self.name}_job",
             selection=AssetSelection.assets(*(lake_asset_key(table) for table in self.tables)),
-            partitions_def=DAILY_PARTITIONS,
             description=f"Refreshes {', '.join(table.name for table in self.tables)}.",
         )
 

@@ -1,33 +1,30 @@
-"""The lake: where a partition's Parquet file lives, and how it is written and read.
+"""Writing a partition's file, atomically: a local rename, or one S3 multipart upload.
 
-Layout: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``; ``<lake>`` is ``s3://bucket/prefix``
-or a local directory. A write is atomic: the file is encoded into a temporary file, then renamed
-into place (local) or, part by part while it is encoded, uploaded as one object that appears only
-when complete (S3), so a failed run leaves the previous file as it was.
+The file is encoded into a temporary file, then renamed into place (local) or, part by part while
+it is encoded, uploaded as one object that appears only when complete (S3), so a failed run
+leaves the previous file as it was. A write consumes its stream and closes it when the file is
+written or the write fails: whatever the stream holds open (the source's snapshot transaction)
+ends with the write.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs
 import pyarrow.parquet as pq
 
-from sqlgym_assets.aws import region_from_environment, s3_endpoint_from_environment
+from sqlgym_assets.lake.layout import LakeSettings
 
 PARQUET_COMPRESSION = "snappy"
 ROW_GROUP_ROWS = 128 * 1024
@@ -51,81 +48,37 @@ def use_jemalloc_for_arrow() -> None:
         pass
 
 
-class LakeConfigurationError(ValueError):
-    """The lake URL cannot be used."""
-
-
-@dataclass(frozen=True)
-class LakeSettings:
-    """Where the lake is and how S3 objects are written."""
-
-    url: str
-    s3_endpoint_url: str | None = None  # default: AWS_ENDPOINT_URL(_S3)
-    kms_key_id: str | None = None  # SSE-KMS with this key; default SSE-S3 (AES256)
-
-    @property
-    def is_s3(self) -> bool:
-        return self.url.startswith("s3://")
-
-    def partition_uri(self, table: str, day: date) -> str:
-        relative = f"{table}/{day:%Y/%m/%d}/{table}_{day:%Y%m%d}.parquet"
-        return f"{self.url.rstrip('/')}/{relative}"
-
-    def s3_location(self, uri: str) -> tuple[str, str]:
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        return bucket, key
-
-    def endpoint(self) -> str | None:
-        return self.s3_endpoint_url or s3_endpoint_from_environment()
-
-    def encryption(self) -> dict[str, str]:
-        """Server-side encryption arguments for every object the lake writes."""
-        if self.kms_key_id:
-            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
-        return {"ServerSideEncryption": "AES256"}
-
-    def s3_client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint(), region_name=region_from_environment()
-        )
-
-
-def lake_settings(url: str | None, **options: str | None) -> LakeSettings:
-    if not url:
-        raise LakeConfigurationError(
-            "no lake configured: set SQLGYM_LAKE_URL to s3://bucket/prefix or a local directory"
-        )
-    if "://" in url and not url.startswith("s3://"):
-        raise LakeConfigurationError(
-            f"SQLGYM_LAKE_URL {url!r} is neither s3://bucket/prefix nor a local directory"
-        )
-    if url.startswith("s3://") and not url.removeprefix("s3://").split("/")[0]:
-        raise LakeConfigurationError(f"SQLGYM_LAKE_URL {url!r} names no bucket")
-    if not url.startswith("s3://"):
-        url = str(Path(url).expanduser().resolve())
-    return LakeSettings(url=url, **options)
-
-
 @dataclass(frozen=True)
 class WrittenFile:
     uri: str
+    schema: pa.Schema
     rows: int
     bytes: int
     seconds: float
 
 
-def as_batch_reader(data: pa.RecordBatchReader | pa.Table | pd.DataFrame) -> pa.RecordBatchReader:
-    if isinstance(data, pa.RecordBatchReader):
-        return data
+@runtime_checkable
+class BatchStream(Protocol):
+    """Record batches of one schema, read once, then closed; a pyarrow RecordBatchReader is one,
+    and so is the source's partition stream."""
+
+    schema: pa.Schema
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]: ...
+
+    def close(self) -> None: ...
+
+
+def as_batch_stream(data: BatchStream | pa.Table | pd.DataFrame) -> BatchStream:
     if isinstance(data, pd.DataFrame):
         data = pa.Table.from_pandas(data, preserve_index=False)
     if isinstance(data, pa.Table):
         return data.to_reader()
+    if isinstance(data, BatchStream):
+        return data
     raise TypeError(
-        f"the Parquet lake stores a pyarrow RecordBatchReader, Table or pandas DataFrame, "
-        f"not {type(data).__name__}"
+        f"the Parquet lake stores a stream of Arrow record batches (a pyarrow RecordBatchReader), "
+        f"a pyarrow Table or a pandas DataFrame, not {type(data).__name__}"
     )
 
 
@@ -149,22 +102,20 @@ def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
     ]
 
 
-def _encode(
-    reader: pa.RecordBatchReader, path: Path, after_batch: Callable[[], None] | None = None
-) -> int:
+def _encode(stream: BatchStream, path: Path, after_batch: Callable[[], None] | None = None) -> int:
     """Streams batches into a Snappy Parquet file; memory stays at about one row group.
 
     ``after_batch`` runs once each batch is in the file, so the file can be shipped as it grows.
     """
-    batches = iter(reader)
+    batches = iter(stream)
     first = next(batches, None)
     if first is None:
-        pq.ParquetWriter(path, reader.schema, compression=PARQUET_COMPRESSION).close()
+        pq.ParquetWriter(path, stream.schema, compression=PARQUET_COMPRESSION).close()
         return 0
     rows = 0
     with pq.ParquetWriter(
         path,
-        reader.schema,
+        stream.schema,
         compression=PARQUET_COMPRESSION,
         use_dictionary=dictionary_columns(first),
     ) as writer:
@@ -177,36 +128,54 @@ def _encode(
 
 
 def write_partition(
-    settings: LakeSettings, uri: str, data: pa.RecordBatchReader | pa.Table | pd.DataFrame
+    settings: LakeSettings, uri: str, data: BatchStream | pa.Table | pd.DataFrame
 ) -> WrittenFile:
-    reader = as_batch_reader(data)
+    """Writes ``data`` to ``uri`` atomically, then closes the stream, whether the write succeeded
+    or not: what the stream holds open (the source's snapshot) ends with the write."""
+    stream = as_batch_stream(data)
     started = time.perf_counter()
-    if settings.is_s3:
-        with tempfile.TemporaryDirectory(prefix="sqlgym-") as staging:
-            staged = Path(staging) / "partition.parquet"
-            with _S3Upload(settings, staged, uri) as upload:
-                rows = _encode(reader, staged, after_batch=upload.send_whole_parts)
-                upload.complete()
-            size = staged.stat().st_size
-    else:
-        target = Path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            rows = _encode(reader, staged)
-            with open(staged, "rb") as staged_file:
-                os.fsync(staged_file.fileno())
-            size = staged.stat().st_size
-            os.replace(staged, target)
-        finally:
-            staged.unlink(missing_ok=True)
-    return WrittenFile(uri=uri, rows=rows, bytes=size, seconds=time.perf_counter() - started)
+    try:
+        if settings.is_s3:
+            rows, size = _upload(settings, uri, stream)
+        else:
+            rows, size = _replace_local(Path(uri), stream)
+    finally:
+        stream.close()
+    return WrittenFile(
+        uri=uri,
+        schema=stream.schema,
+        rows=rows,
+        bytes=size,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _upload(settings: LakeSettings, uri: str, stream: BatchStream) -> tuple[int, int]:
+    with tempfile.TemporaryDirectory(prefix="sqlgym-") as staging:
+        staged = Path(staging) / "partition.parquet"
+        with _S3Upload(settings, staged, uri) as upload:
+            rows = _encode(stream, staged, after_batch=upload.send_whole_parts)
+            upload.complete()
+        return rows, staged.stat().st_size
+
+
+def _replace_local(target: Path, stream: BatchStream) -> tuple[int, int]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        rows = _encode(stream, staged)
+        with open(staged, "rb") as staged_file:
+            os.fsync(staged_file.fileno())
+        size = staged.stat().st_size
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+    return rows, size
 
 
 # S3 takes parts of 5 MiB and more (the last may be smaller).
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 UPLOAD_CHECKSUM = "CRC32"  # what boto3's own managed uploads send
-COPY_BUFFER_BYTES = 1024 * 1024
 
 
 class _S3Upload:
@@ -297,50 +266,3 @@ class _S3Upload:
             )
         checksum = f"Checksum{UPLOAD_CHECKSUM}"
         return {"PartNumber": number, "ETag": response["ETag"], checksum: response[checksum]}
-
-
-def filesystem(settings: LakeSettings) -> pyarrow.fs.FileSystem:
-    if settings.is_s3:
-        endpoint = settings.endpoint()
-        options: dict[str, object] = {"region": region_from_environment()}
-        if endpoint:
-            scheme, _, address = endpoint.partition("://")
-            options.update(endpoint_override=address, scheme=scheme)
-        return pyarrow.fs.S3FileSystem(**options)
-    return pyarrow.fs.LocalFileSystem()
-
-
-def lake_path(settings: LakeSettings, uri: str) -> str:
-    """A lake URI as a path inside ``filesystem(settings)``."""
-    return uri.removeprefix("s3://") if settings.is_s3 else uri
-
-
-@contextmanager
-def local_copy(settings: LakeSettings, uri: str) -> Iterator[Path]:
-    """The partition as a local file; an S3 object is downloaded once, into a temporary directory.
-
-    The checks read a file row group by row group, column by column: straight from S3 that is a
-    ranged request per read, and the checks of a 2 M-row partition took 112 s on moto, against
-    23 s after one streamed GET.
-    """
-    if not settings.is_s3:
-        yield Path(uri)
-        return
-    bucket, key = settings.s3_location(uri)
-    with tempfile.TemporaryDirectory(prefix="sqlgym-") as directory:
-        path = Path(directory) / "partition.parquet"
-        body = settings.s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-        with open(path, "wb") as file:
-            shutil.copyfileobj(body, file, COPY_BUFFER_BYTES)  # one request, streamed
-        yield path
-
-
-def read_partition(
-    settings: LakeSettings, uri: str, columns: Sequence[str] | None = None
-) -> pa.Table:
-    return pq.read_table(lake_path(settings, uri), filesystem=filesystem(settings), columns=columns)
-
-
-def partition_exists(settings: LakeSettings, uri: str) -> bool:
-    info = filesystem(settings).get_file_info(lake_path(settings, uri))
-    return info.type == pyarrow.fs.FileType.File

@@ -1,4 +1,4 @@
-"""How a partition is read: its window, its SQL, and the Arrow schema its rows take.
+"""The partition plan: the UTC window a partition covers, and the SQL that reads it.
 
 The SQL is composed with SQLAlchemy (identifiers quoted by the library) and carries no values: the
 window bounds are bound as parameters into transaction-local settings that the query reads with
@@ -8,19 +8,16 @@ as a parameterless query, which the ADBC driver turns into ``COPY ... (FORMAT bi
 
 from __future__ import annotations
 
-import queue
-import re
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sqlgym_assets.catalog import SyncMode, TableSpec
+from sqlgym_assets.source.arrow_types import ColumnPlan, SourceColumn, plan_column
 
 WINDOW_START_SETTING = "sqlgym.window_start"
 WINDOW_END_SETTING = "sqlgym.window_end"
@@ -82,92 +79,6 @@ def check_partition_readable(table: TableSpec, window: Window, now: datetime) ->
             f"on that day, and the state of {window.day.isoformat()} cannot be read back now. "
             f"Materialize today's partition ({today.isoformat()}) instead; nothing was written."
         )
-
-
-@dataclass(frozen=True)
-class SourceColumn:
-    """One column as the source database describes it."""
-
-    name: str
-    pg_type: str  # format_type(), e.g. "character varying(50)", "numeric(10,2)", "text[]"
-    not_null: bool
-    type_kind: str  # pg_type.typtype: "b" base, "e" enum, "d" domain, ...
-    element_kind: str = ""  # for arrays: the element's typtype
-    element_type: str = ""  # for arrays: the element's format_type
-
-    @classmethod
-    def from_row(cls, row: Sequence[object]) -> SourceColumn:
-        name, pg_type, not_null, type_kind, element_kind, element_type = row
-        return cls(
-            name=str(name),
-            pg_type=str(pg_type),
-            not_null=bool(not_null),
-            type_kind=str(type_kind),
-            element_kind=str(element_kind),
-            element_type=str(element_type),
-        )
-
-
-_SCALAR_TYPES: Mapping[str, pa.DataType] = {
-    "text": pa.string(),
-    "character varying": pa.string(),
-    "character": pa.string(),
-    "name": pa.string(),
-    "smallint": pa.int16(),
-    "integer": pa.int32(),
-    "bigint": pa.int64(),
-    "boolean": pa.bool_(),
-    "real": pa.float32(),
-    "double precision": pa.float64(),
-    "date": pa.date32(),
-    "timestamp without time zone": pa.timestamp("us"),
-    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
-    "bytea": pa.binary(),
-}
-_NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
-_TYPE_MODIFIER = re.compile(r"\(\d+(,\d+)?\)")
-
-
-@dataclass(frozen=True)
-class ColumnPlan:
-    """How one column is selected and which Arrow type it lands as."""
-
-    name: str
-    arrow_type: pa.DataType
-    # Cast to text in SQL: JSON, enums, uuid, types Arrow has no match for, and numeric(p,s),
-    # whose text PostgreSQL prints for less than the driver spends decoding its binary form
-    # (bench/extract_bench.py); the exact digits are then parsed into the decimal type.
-    select_as_text: bool
-
-
-def plan_column(column: SourceColumn) -> ColumnPlan:
-    if column.pg_type.endswith("[]"):
-        element = SourceColumn(
-            name=column.name,
-            pg_type=column.element_type,
-            not_null=False,
-            type_kind=column.element_kind,
-        )
-        element_plan = plan_column(element)
-        if pa.types.is_decimal(element_plan.arrow_type):
-            # Only scalar numerics are read as text; numeric arrays keep their planned type.
-            return ColumnPlan(column.name, pa.list_(element_plan.arrow_type), select_as_text=False)
-        if element_plan.select_as_text:
-            return ColumnPlan(column.name, pa.list_(pa.string()), select_as_text=True)
-        return ColumnPlan(column.name, pa.list_(element_plan.arrow_type), select_as_text=False)
-    numeric = _NUMERIC.fullmatch(column.pg_type)
-    if numeric:
-        precision, scale = int(numeric.group(1)), int(numeric.group(2))
-        decimal = pa.decimal128 if precision <= 38 else pa.decimal256
-        return ColumnPlan(column.name, decimal(precision, scale), select_as_text=True)
-    if column.pg_type == "numeric":
-        # No declared precision: any scale may occur, so only text keeps every value exact.
-        return ColumnPlan(column.name, pa.string(), select_as_text=True)
-    base = _TYPE_MODIFIER.sub("", column.pg_type)
-    if column.type_kind == "b" and base in _SCALAR_TYPES:
-        return ColumnPlan(column.name, _SCALAR_TYPES[base], select_as_text=False)
-    # Everything else (json/jsonb, uuid, enums, types Arrow has no match for) is read as its text.
-    return ColumnPlan(column.name, pa.string(), select_as_text=True)
 
 
 @dataclass(frozen=True)
@@ -264,65 +175,3 @@ def window_parameters(window: Window) -> tuple[str, str, str, str]:
         WINDOW_END_SETTING,
         window.end.isoformat(),
     )
-
-
-def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Turns a driver batch into the planned schema: extension types unwrapped, decimals parsed."""
-    arrays = []
-    for array, field in zip(batch.columns, schema, strict=True):
-        if isinstance(array.type, pa.BaseExtensionType):
-            array = array.storage
-        if not array.type.equals(field.type):
-            array = pc.cast(array, field.type)
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-_END = object()
-
-
-def prefetch_batches(
-    reader: pa.RecordBatchReader, schema: pa.Schema, depth: int = 2
-) -> Iterator[pa.RecordBatch]:
-    """Yields conformed batches while a thread already fetches the next ones.
-
-    Fetching (the driver decoding COPY data) and the consumer's Parquet encoding both release the
-    GIL, so overlapping them uses both cores; ``depth`` bounds the batches held in memory.
-    """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def fetch() -> None:
-        try:
-            for batch in reader:
-                item = conform_batch(batch, schema)
-                while not stop.is_set():
-                    try:
-                        ready.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(_END)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            ready.put(error)
-
-    fetcher = threading.Thread(target=fetch, name="sqlgym-fetch", daemon=True)
-    fetcher.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while fetcher.is_alive():
-            try:
-                ready.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        fetcher.join()

@@ -1,8 +1,10 @@
-"""`sqlgym-demo`: the whole path on one machine, with nothing but Python.
+"""`python -m sqlgym_assets.demo` (`make demo`): the whole path on one machine, only Python.
 
 Starts an embedded PostgreSQL, loads deterministic synthetic SQLGym data, materializes today's
 partition of every lake asset with the real `dagster asset materialize` CLI into a local lake,
-and prints what was written. ``--serve`` runs `dagster dev` on the same database and lake.
+and prints what was written. ``--serve`` (`make dev`) runs `dagster dev` on the same database and
+lake. The demo and its embedded server come with a checkout and the ``demo`` extra, never with a
+production install.
 """
 
 from __future__ import annotations
@@ -17,18 +19,24 @@ from pathlib import Path
 import psycopg2
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckKey,
     AssetKey,
     AssetRecordsFilter,
+    DagsterEventType,
     DagsterInstance,
 )
-from dagster._core.event_api import PartitionKeyFilter
 
+from sqlgym_assets.assets import lake_asset_key
 from sqlgym_assets.catalog import TABLES
-from sqlgym_assets.checks import CHECK_NAMES
-from sqlgym_assets.console import format_table
-from sqlgym_assets.demo_data import load_demo_data
-from sqlgym_assets.local_postgres import default_data_dir, ensure_database, start_embedded_postgres
+from sqlgym_assets.demo.data import load_demo_data
+from sqlgym_assets.demo.embedded_postgres import (
+    default_data_dir,
+    ensure_database,
+    start_embedded_postgres,
+)
+from sqlgym_assets.lake.layout import LAKE_URL_ENV
+from sqlgym_assets.operations.console import format_table
+from sqlgym_assets.quality.checks import CHECK_NAMES
+from sqlgym_assets.source.credentials import DATABASE_URL_ENV
 
 DEMO_DATABASE = "sqlgym"
 
@@ -48,7 +56,7 @@ def prepare_environment(lake: Path, *, scale: int, reload: bool, data_dir: Path)
         counts = load_demo_data(url, datetime.now(UTC), scale=scale)
         print(f"loaded {sum(counts.values())} synthetic rows into {len(counts)} tables")
     lake.mkdir(parents=True, exist_ok=True)
-    return {"SQLGYM_DATABASE_URL": url, "SQLGYM_LAKE_URL": str(lake.resolve())}
+    return {DATABASE_URL_ENV: url, LAKE_URL_ENV: str(lake.resolve())}
 
 
 def materialize_today(variables: dict[str, str]) -> str:
@@ -60,9 +68,9 @@ def materialize_today(variables: dict[str, str]) -> str:
         "asset",
         "materialize",
         "-m",
-        "sqlgym_assets",
+        "sqlgym_assets.definitions",
         "--select",
-        ",".join(f"sqlgym/{table.name}" for table in TABLES),
+        ",".join(lake_asset_key(table).to_user_string() for table in TABLES),
         "--partition",
         partition,
     ]
@@ -70,42 +78,44 @@ def materialize_today(variables: dict[str, str]) -> str:
     return partition
 
 
-def _check_summary(instance: DagsterInstance, asset_key: AssetKey, partition: str) -> str:
-    failed, evaluated = [], 0
-    for name in CHECK_NAMES:
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(asset_key, name),
-            limit=1,
-            partition_filter=PartitionKeyFilter(key=partition),
-        )
-        evaluation = records[0].event.dagster_event.event_specific_data if records else None
-        if isinstance(evaluation, AssetCheckEvaluation) and evaluation.partition == partition:
-            evaluated += 1
-            if not evaluation.passed:
-                failed.append(name)
+def _check_summary(evaluations: list[AssetCheckEvaluation], asset_key: AssetKey) -> str:
+    """The checks returned with the asset's materialization, from the events of its run."""
+    own = [evaluation for evaluation in evaluations if evaluation.asset_key == asset_key]
+    failed = [evaluation.check_name for evaluation in own if not evaluation.passed]
     if failed:
         return "failed: " + ", ".join(failed)
-    return f"{evaluated}/{len(CHECK_NAMES)} passed"
+    return f"{len(own)}/{len(CHECK_NAMES)} passed"
+
+
+def _check_evaluations(instance: DagsterInstance, run_id: str) -> list[AssetCheckEvaluation]:
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    return [record.event_log_entry.dagster_event.event_specific_data for record in records]
 
 
 def summary_rows(partition: str) -> list[tuple[str, str, str, str, str]]:
     rows = []
+    evaluations_of_run: dict[str, list[AssetCheckEvaluation]] = {}
     with DagsterInstance.get() as instance:
         for table in TABLES:
-            asset_key = AssetKey(["sqlgym", table.name])
+            asset_key = lake_asset_key(table)
             records = instance.fetch_materializations(
                 AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
             ).records
             if not records:
                 rows.append((table.name, table.sync_mode.value, "-", "-", "not materialized"))
                 continue
+            run_id = records[0].run_id
+            if run_id not in evaluations_of_run:
+                evaluations_of_run[run_id] = _check_evaluations(instance, run_id)
             metadata = records[0].asset_materialization.metadata
             rows.append(
                 (
                     table.name,
                     table.sync_mode.value,
                     str(metadata["dagster/row_count"].value),
-                    _check_summary(instance, asset_key, partition),
+                    _check_summary(evaluations_of_run[run_id], asset_key),
                     str(metadata["dagster/uri"].value),
                 )
             )
@@ -113,7 +123,9 @@ def summary_rows(partition: str) -> list[tuple[str, str, str, str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sqlgym-demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sqlgym_assets.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--lake", type=Path, default=Path(".lake"), help="local lake directory")
     parser.add_argument("--scale", type=int, default=1, help="multiplies the synthetic data")
     parser.add_argument(

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
-    AssetKey,
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
@@ -21,10 +20,11 @@ from dagster import (
     RunsFilter,
 )
 
-from sqlgym_assets.alerts import error_summary
-from sqlgym_assets.catalog import TABLES
-from sqlgym_assets.checks import CHECK_NAMES
-from sqlgym_assets.console import format_table
+from sqlgym_assets.assets import lake_asset_key
+from sqlgym_assets.catalog import TABLES, TableSpec
+from sqlgym_assets.operations.alerts import error_summary
+from sqlgym_assets.operations.console import format_table
+from sqlgym_assets.quality.checks import CHECK_NAMES
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ def latest_step_failures(instance: DagsterInstance) -> dict[str, EventLogRecord]
 
 
 def table_status(
-    instance: DagsterInstance, table: str, failures: dict[str, EventLogRecord]
+    instance: DagsterInstance, table: TableSpec, failures: dict[str, EventLogRecord]
 ) -> TableStatus:
-    key = AssetKey(["sqlgym", table])
+    key = lake_asset_key(table)
     success = instance.fetch_materializations(key, limit=1).records
     failure = failures.get(key.to_python_identifier())
     partition, at, rows = "-", "-", "-"
@@ -91,25 +91,25 @@ def table_status(
         failed_partition = run.tags.get("dagster/partition", "-") if run else "-"
         failed_at = f"{failed_partition} at {_when(failure.timestamp)}"
         error = error_summary(failure.event_log_entry.dagster_event.step_failure_data.error, 90)
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [AssetCheckKey(key, name) for name in CHECK_NAMES]
-    )
     failed_checks, not_run, evaluated = [], [], 0
-    for check_key, record in latest.items():
+    for name in CHECK_NAMES:
+        record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(key, name))
+        if record is None:
+            continue
         data = record.event.dagster_event.event_specific_data if record.event else None
         if not isinstance(data, AssetCheckEvaluation):  # planned, but its run failed first
-            not_run.append(check_key.name)
+            not_run.append(name)
             continue
         evaluated += 1
         if not data.passed:
-            failed_checks.append(f"{check_key.name}@{data.partition}")
+            failed_checks.append(f"{name}@{data.partition}")
     if failed_checks:
         checks = "failed: " + ", ".join(failed_checks)
     elif evaluated:
         checks = f"{evaluated}/{len(CHECK_NAMES)} passed"
     else:
         checks = "not run" if not_run else "-"
-    return TableStatus(table, partition, at, rows, failed_at, error, checks)
+    return TableStatus(table.name, partition, at, rows, failed_at, error, checks)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     with DagsterInstance.get() as instance:
         failures = latest_step_failures(instance)
-        statuses = [table_status(instance, table.name, failures) for table in TABLES]
+        statuses = [table_status(instance, table, failures) for table in TABLES]
     print(format_table(HEADER, [status.cells() for status in statuses]))
 
 

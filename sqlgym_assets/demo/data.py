@@ -1,7 +1,7 @@
 """Deterministic synthetic SQLGym data, shaped like the real application's rows.
 
 Builds a source database for demos and tests: ``apply_demo_schema`` creates the 21 SQLGym tables
-from the package's own ``demo_schema.sql``; ``generate_demo_rows`` makes the rows (pure function of
+from the demo's own ``schema.sql``; ``generate_demo_rows`` makes the rows (pure function of
 ``now``, ``scale`` and ``seed``); ``load_demo_data`` does both in one transaction.
 
 The data deliberately exercises what a sync must cope with: nested and heterogeneous JSON (row
@@ -59,8 +59,8 @@ DEMO_TABLE_ORDER: tuple[str, ...] = (
     "fallback_submissions",
 )
 
-_SCHEMA_PACKAGE = "sqlgym_assets"
-_SCHEMA_RESOURCE = "demo_schema.sql"
+_SCHEMA_PACKAGE = "sqlgym_assets.demo"
+_SCHEMA_RESOURCE = "schema.sql"
 _WINDOW = timedelta(days=7)
 _US = timedelta(microseconds=1)
 _PAGE_SIZE = 500

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 from dagster import RunFailureSensorContext, run_failure_sensor
 
+from sqlgym_assets.assets import lake_asset_key
 from sqlgym_assets.aws import region_from_environment
+from sqlgym_assets.catalog import TABLES
 
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
@@ -21,7 +23,9 @@ SNS_TOPIC_ARN_ENV = "SQLGYM_ALERT_SNS_TOPIC_ARN"
 WEBSERVER_URL_ENV = "SQLGYM_DAGSTER_URL"
 DEFAULT_WEBSERVER_URL = "http://localhost:3000"
 
-logger = logging.getLogger("sqlgym_assets.alerts")
+logger = logging.getLogger(__name__)
+# A lake asset's step is named after its asset key.
+_TABLE_OF_STEP = {lake_asset_key(table).to_python_identifier(): table.name for table in TABLES}
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def alerts_for(context: RunFailureSensorContext) -> list[Alert]:
     partition = run.tags.get("dagster/partition", "-")
     alerts = []
     for event in context.get_step_failure_events():
-        table = (event.step_key or "").removeprefix("sqlgym__")
+        table = _TABLE_OF_STEP.get(event.step_key or "", event.step_key or "-")
         alerts.append(
             Alert(table, partition, error_summary(event.step_failure_data.error), run_url)
         )

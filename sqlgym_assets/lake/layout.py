@@ -1,0 +1,99 @@
+"""Where the lake is and where each file lives in it: the one place a file's S3 key is chosen.
+
+Data: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``. Sync records:
+``<lake>/_metadata/<table>/<YYYYMMDD>T<HHMMSS>Z.json``, outside every table's folder so a glob of a
+table's data never picks them up. ``<lake>`` is ``s3://bucket/prefix`` or a local directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs
+
+from sqlgym_assets.aws import region_from_environment, s3_endpoint_from_environment
+
+LAKE_URL_ENV = "SQLGYM_LAKE_URL"
+HISTORY_FOLDER = "_metadata"
+
+
+class LakeConfigurationError(ValueError):
+    """The lake URL cannot be used."""
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where the lake is and how S3 objects are written."""
+
+    url: str
+    s3_endpoint_url: str | None = None  # default: AWS_ENDPOINT_URL(_S3)
+    kms_key_id: str | None = None  # SSE-KMS with this key; default SSE-S3 (AES256)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+    def s3_location(self, uri: str) -> tuple[str, str]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def endpoint(self) -> str | None:
+        return self.s3_endpoint_url or s3_endpoint_from_environment()
+
+    def encryption(self) -> dict[str, str]:
+        """Server-side encryption arguments for every object the lake writes."""
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return {"ServerSideEncryption": "AES256"}
+
+    def s3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint(), region_name=region_from_environment()
+        )
+
+    def filesystem(self) -> pyarrow.fs.FileSystem:
+        if self.is_s3:
+            endpoint = self.endpoint()
+            options: dict[str, object] = {"region": region_from_environment()}
+            if endpoint:
+                scheme, _, address = endpoint.partition("://")
+                options.update(endpoint_override=address, scheme=scheme)
+            return pyarrow.fs.S3FileSystem(**options)
+        return pyarrow.fs.LocalFileSystem()
+
+    def filesystem_path(self, uri: str) -> str:
+        """A lake URI as a path inside ``filesystem()``."""
+        return uri.removeprefix("s3://") if self.is_s3 else uri
+
+
+def lake_settings(url: str | None, **options: str | None) -> LakeSettings:
+    if not url:
+        raise LakeConfigurationError(
+            f"no lake configured: set {LAKE_URL_ENV} to s3://bucket/prefix or a local directory"
+        )
+    if "://" in url and not url.startswith("s3://"):
+        raise LakeConfigurationError(
+            f"{LAKE_URL_ENV} {url!r} is neither s3://bucket/prefix nor a local directory"
+        )
+    if url.startswith("s3://") and not url.removeprefix("s3://").split("/")[0]:
+        raise LakeConfigurationError(f"{LAKE_URL_ENV} {url!r} names no bucket")
+    if not url.startswith("s3://"):
+        url = str(Path(url).expanduser().resolve())
+    return LakeSettings(url=url, **options)
+
+
+def partition_uri(settings: LakeSettings, table: str, day: date) -> str:
+    """The file of one table's day: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``."""
+    return f"{settings.url.rstrip('/')}/{table}/{day:%Y/%m/%d}/{table}_{day:%Y%m%d}.parquet"
+
+
+def sync_record_uri(settings: LakeSettings, table: str, written_at: datetime, attempt: int) -> str:
+    """``..Z.json``, then ``..Z_01.json``...: "_" sorts after ".", so names stay in time order."""
+    suffix = f"_{attempt:02d}" if attempt else ""
+    name = f"{written_at:%Y%m%dT%H%M%S}Z{suffix}.json"
+    return f"{settings.url.rstrip('/')}/{HISTORY_FOLDER}/{table}/{name}"
