@@ -1,4 +1,4 @@
-"""AWS settings shared by S3 and Secrets Manager, read when a run needs them (never at import)."""
+"""AWS settings for S3, Secrets Manager and SNS, read when a run needs them (never at import)."""
 
 from __future__ import annotations
 
