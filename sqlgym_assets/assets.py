@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetRecordsFilter,
     AssetsDefinition,
     AssetSpec,
@@ -27,7 +29,14 @@ from dagster import (
     multi_asset,
 )
 
-from sqlgym_assets.catalog import TABLES, SyncMode, TableSpec, validate_catalog
+from sqlgym_assets.catalog import (
+    TABLES,
+    Column,
+    ColumnPolicy,
+    SyncMode,
+    TableSpec,
+    validate_catalog,
+)
 from sqlgym_assets.lake.io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager
 from sqlgym_assets.lake.reader import partition_exists
 from sqlgym_assets.operations.retries import (
@@ -40,7 +49,12 @@ from sqlgym_assets.quality.checks import (
     build_check_specs,
     run_checks,
 )
-from sqlgym_assets.source.plan import check_partition_readable, partition_window
+from sqlgym_assets.source.plan import (
+    ContractDrift,
+    SourceTableAbsentError,
+    check_partition_readable,
+    partition_window,
+)
 from sqlgym_assets.source.reader import PostgresResource
 
 # UTC days, today included: the hourly run keeps refreshing the current day.
@@ -50,6 +64,8 @@ LAKE_IO_MANAGER_KEY = "parquet_lake"
 SOURCE_DATABASE_POOL = "sqlgym_source_db"
 STEP_PRIORITY_BASE = 5  # catalog priority 1 runs first: Dagster runs higher numbers first
 BACKFILL_TAG = "dagster/backfill"
+# On an observation (and a WARN check) of a legacy table the source lacks.
+ABSENT_FROM_SOURCE = "sqlgym/absent_from_source"
 
 
 def lake_asset_key(table: TableSpec) -> AssetKey:
@@ -60,18 +76,21 @@ def source_asset_key(table: TableSpec) -> AssetKey:
     return AssetKey(["postgres", table.name])
 
 
-def column_schema(table: TableSpec) -> TableSchema:
+def column_schema(table: TableSpec, columns: tuple[Column, ...]) -> TableSchema:
+    """The catalog's columns as the UI's Columns table shows them, tagged by policy."""
     return TableSchema(
         columns=[
             TableColumn(
                 name=column.name,
                 type=column.pg_type,
+                description=column.description or None,
                 constraints=TableColumnConstraints(
                     nullable=not column.required,
                     unique=table.primary_key == (column.name,),
                 ),
+                tags={} if column.policy is ColumnPolicy.PLAIN else {column.policy.value: ""},
             )
-            for column in table.columns
+            for column in columns
         ]
     )
 
@@ -94,7 +113,8 @@ def build_source_asset(table: TableSpec) -> AssetSpec:
         group_name=table.group,
         kinds={"postgres"},
         metadata={
-            "dagster/column_schema": column_schema(table),
+            # Credentials too, tagged: the lake never holds them.
+            "dagster/column_schema": column_schema(table, table.columns),
             "dagster/table_name": table.name,
         },
     )
@@ -111,7 +131,7 @@ def build_lake_asset(
         description=f"{table.description} Daily Parquet partitions, {table.sync_mode.value} sync.",
         kinds={"postgres", "s3", "parquet"},
         metadata={
-            "dagster/column_schema": column_schema(table),
+            "dagster/column_schema": column_schema(table, table.lake_columns),
             **_sync_metadata(table),
         },
         # Scheduled hourly: stale after 2 hours is a warning, after 6 a failure.
@@ -147,7 +167,13 @@ def build_lake_asset(
             if key in context.selected_asset_keys:
                 if _sits_out_backfill(context, table):
                     return
-                facts = yield from _extract(context, table, postgres)
+                try:
+                    facts = yield from _extract(context, table, postgres)
+                except SourceTableAbsentError as absent:
+                    if not table.legacy:
+                        raise
+                    yield from _report_absent(context, table, str(absent), checks)
+                    return
             else:
                 facts = _recorded_facts(context, table, postgres, parquet_lake, uri, checks)
             yield from run_checks(table, key, parquet_lake.settings(), uri, facts, checks)
@@ -185,6 +211,12 @@ def _extract(
             f"reading {snapshot.source_row_count} row(s) of {table.name} "
             + ("(whole table)" if is_snapshot else f"in [{window.start}, {window.end})")
         )
+        drift = snapshot.drift
+        if drift:
+            context.log.warning(
+                f"the source's {table.name} differs from the catalog; read into the catalog's "
+                f"types: {drift.as_metadata()}"
+            )
         # The lake IO manager writes the stream and closes it, which ends the snapshot's
         # transaction with the write; a stream left unread is closed when this block ends.
         yield Output(
@@ -197,9 +229,40 @@ def _extract(
                 "sqlgym/window": "whole table"
                 if is_snapshot
                 else f"[{window.start.isoformat()}, {window.end.isoformat()})",
+                # Columns whose live type differs from the catalog's, read into the catalog's.
+                "sqlgym/converted_columns": MetadataValue.json(
+                    {
+                        name: f"{drift.changed[name][1]} -> {drift.changed[name][0]}"
+                        for name in drift.converted
+                    }
+                ),
+                "sqlgym/absent_columns": MetadataValue.json(list(drift.removed)),
             },
         )
-        return PartitionFacts(snapshot.source_row_count, snapshot.source_columns)
+        return PartitionFacts(snapshot.source_row_count, snapshot.drift)
+
+
+def _report_absent(
+    context: AssetExecutionContext, table: TableSpec, reason: str, checks: set[str]
+) -> Iterator[AssetObservation | AssetCheckResult]:
+    """A legacy table a valid database may lack: observed as absent, a WARN, and no file."""
+    context.log.warning(f"sqlgym/{table.name} is a legacy table, absent from this source: {reason}")
+    key = lake_asset_key(table)
+    yield AssetObservation(
+        asset_key=key,
+        partition=context.partition_key,
+        metadata={ABSENT_FROM_SOURCE: True, "sqlgym/reason": reason},
+    )
+    if SCHEMA_MATCHES_SOURCE in checks:
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name=SCHEMA_MATCHES_SOURCE,
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description=f"{table.name} is absent from the source: a legacy table that the app's "
+            "current models no longer create. Nothing was written.",
+            metadata={ABSENT_FROM_SOURCE: True},
+        )
 
 
 def _recorded_facts(
@@ -223,10 +286,9 @@ def _recorded_facts(
         limit=1,
     ).records
     recorded = records[0].asset_materialization.metadata.get(SOURCE_ROW_COUNT) if records else None
-    source_columns = postgres.source_columns(table) if SCHEMA_MATCHES_SOURCE in checks else []
     return PartitionFacts(
         source_row_count=None if recorded is None else int(recorded.value),
-        source_columns=source_columns,
+        drift=postgres.drift(table) if SCHEMA_MATCHES_SOURCE in checks else ContractDrift(),
     )
 
 

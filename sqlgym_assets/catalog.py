@@ -1,7 +1,10 @@
-"""The 21 SQLGym tables the lake mirrors: columns, keys, sync mode, group and schedule priority.
+"""The 21 SQLGym tables the lake mirrors: the lake's contract, one schema per table on every day.
 
 Column types are spelled as PostgreSQL's ``format_type`` prints them, so the catalog can be compared
-with the live source as it is. Modes and priorities follow the app's own pipeline config.
+with the live source as it is; every file of a table has the Arrow schema these types map to,
+whatever the live source says (``source/plan.py`` converts what converts without loss, and fails
+on the rest). Credential columns are listed so they are known, and never read. Modes and
+priorities follow the app's own pipeline config.
 """
 
 from __future__ import annotations
@@ -17,11 +20,19 @@ class SyncMode(enum.Enum):
     SNAPSHOT = "snapshot"  # partition D: the whole table as read by the latest run on day D
 
 
+class ColumnPolicy(enum.Enum):
+    PLAIN = "plain"
+    PERSONAL = "personal"  # personal data: tagged, pseudonymized where the lake says so
+    CREDENTIAL = "credential"  # never selected from the source: in no file, metadata or log
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     pg_type: str
     required: bool = False  # NOT NULL in the source
+    policy: ColumnPolicy = ColumnPolicy.PLAIN
+    description: str = ""  # one line, shown in the UI's Columns table
 
 
 @dataclass(frozen=True)
@@ -35,9 +46,23 @@ class TableSpec:
     cursor_column: str | None = None  # the timestamp that places a row in a day
     primary_key: tuple[str, ...] = ("id",)
     enabled: bool = True  # disabled tables are assets but are never scheduled
+    # A legacy table: still in the production database, gone from the app's current models, so a
+    # fresh, dev or UAT database lacks it. Its absence is reported, not failed.
+    legacy: bool = False
+
+    @property
+    def lake_columns(self) -> tuple[Column, ...]:
+        """The columns the lake holds: every column but the credentials."""
+        return tuple(c for c in self.columns if c.policy is not ColumnPolicy.CREDENTIAL)
 
     @property
     def column_names(self) -> tuple[str, ...]:
+        """The names of the lake's columns, in the files' order."""
+        return tuple(column.name for column in self.lake_columns)
+
+    @property
+    def all_column_names(self) -> tuple[str, ...]:
+        """Every column the source table has by the catalog, credentials included."""
         return tuple(column.name for column in self.columns)
 
     def column(self, name: str) -> Column:
@@ -63,7 +88,7 @@ def validate_catalog(tables: tuple[TableSpec, ...]) -> None:
 
 def _validate_table(table: TableSpec) -> None:
     where = f"catalog table {table.name!r}"
-    names = table.column_names
+    names = table.all_column_names
     repeated = sorted(name for name, n in Counter(names).items() if n > 1)
     if repeated:
         raise CatalogError(f"{where}: field 'columns' repeats {repeated}")
@@ -88,6 +113,11 @@ def _validate_table(table: TableSpec) -> None:
         raise CatalogError(
             f"{where}: field 'cursor_column' {table.cursor_column!r} is not a timestamp"
         )
+    credentials = {c.name for c in table.columns if c.policy is ColumnPolicy.CREDENTIAL}
+    for name in sorted(credentials & {*table.primary_key, table.cursor_column}):
+        raise CatalogError(
+            f"{where}: column {name!r} is a credential, never read, so it cannot be a key or cursor"
+        )
     if table.priority < 1:
         raise CatalogError(f"{where}: field 'priority' must be 1 or more")
 
@@ -103,20 +133,20 @@ TABLES: tuple[TableSpec, ...] = (
         columns=(
             Column("id", "character varying", required=True),
             Column("username", "character varying(50)", required=True),
-            Column("email", "character varying(255)", required=True),
-            Column("password_hash", "text"),
-            Column("first_name", "character varying(50)"),
-            Column("last_name", "character varying(50)"),
+            Column("email", "character varying(255)", required=True, policy=ColumnPolicy.PERSONAL),
+            Column("password_hash", "text", policy=ColumnPolicy.CREDENTIAL),
+            Column("first_name", "character varying(50)", policy=ColumnPolicy.PERSONAL),
+            Column("last_name", "character varying(50)", policy=ColumnPolicy.PERSONAL),
             Column("company_name", "character varying(100)"),
-            Column("linkedin_url", "text"),
-            Column("profile_image_url", "text"),
-            Column("google_id", "character varying(255)"),
+            Column("linkedin_url", "text", policy=ColumnPolicy.PERSONAL),
+            Column("profile_image_url", "text", policy=ColumnPolicy.PERSONAL),
+            Column("google_id", "character varying(255)", policy=ColumnPolicy.PERSONAL),
             Column("auth_provider", "character varying(20)", required=True),
             Column("problems_solved", "integer", required=True),
             Column("premium", "boolean", required=True),
             Column("is_admin", "boolean", required=True),
             Column("email_verified", "boolean", required=True),
-            Column("verification_token", "character varying(255)"),
+            Column("verification_token", "character varying(255)", policy=ColumnPolicy.CREDENTIAL),
             Column("verification_token_expires", "timestamp without time zone"),
             Column("created_at", "timestamp without time zone", required=True),
             Column("updated_at", "timestamp without time zone", required=True),
@@ -200,6 +230,7 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.INCREMENTAL,
         cursor_column="updated_at",
         priority=2,
+        legacy=True,
         columns=(
             Column("id", "character varying", required=True),
             Column("problem_id", "character varying", required=True),
@@ -261,6 +292,7 @@ TABLES: tuple[TableSpec, ...] = (
         group="progress",
         sync_mode=SyncMode.SNAPSHOT,
         priority=1,
+        legacy=True,
         columns=(
             Column("id", "character varying", required=True),
             Column("user_id", "character varying", required=True),
@@ -321,6 +353,7 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.INCREMENTAL,
         cursor_column="updated_at",
         priority=1,
+        legacy=True,
         columns=(
             Column("id", "character varying", required=True),
             Column("user_id", "character varying", required=True),

@@ -288,7 +288,8 @@ def test_a_file_missing_a_required_column_fails_the_data_checks(
     for name in ("no_null_required_columns", "no_duplicate_primary_keys"):
         assert not checks[name].passed
         assert checks[name].metadata["missing_columns"].value == ["email"]
-    assert checks["schema_matches_source"].metadata["added_columns"].value == ["email"]
+    differences = checks["schema_matches_source"].metadata["file_schema_differences"].value
+    assert differences["missing"] == ["email"]
 
 
 def test_checks_on_a_partition_never_written_fail_clearly(source_env, instance) -> None:
@@ -318,6 +319,7 @@ def test_a_column_added_upstream_is_a_schema_warning(db, source_env, instance) -
     assert schema.metadata["added_columns"].value == ["nickname"]
     assert schema.metadata["removed_columns"].value == []
     assert schema.metadata["changed_columns"].value == {}
+    assert schema.metadata["converted_columns"].value == []
 
 
 @pytest.fixture

@@ -175,25 +175,56 @@ def test_every_source_type_lands_as_its_arrow_type_with_exact_values(
     }
 
 
-def test_a_catalog_column_missing_from_the_source_fails_naming_table_and_column(
-    probe_schema, source_env
-) -> None:
-    ghost = TableSpec(
+def _with_ghost(column: Column) -> TableSpec:
+    """The kinds table as a catalog that lists one more column than the source has."""
+    return TableSpec(
         name="kinds",
         description="Lists a column the source lacks.",
         group="system",
         sync_mode=SyncMode.SNAPSHOT,
         priority=4,
-        columns=(*KINDS.columns, Column("ghost", "text")),
+        columns=(*KINDS.columns, column),
     )
-    result = materialize_tables([ghost], today(), postgres=_probe_reader(), raise_on_error=False)
+
+
+def test_a_required_catalog_column_missing_from_the_source_fails_once_naming_it(
+    probe_schema, source_env
+) -> None:
+    ghost = _with_ghost(Column("ghost", "text", required=True))
+    result = materialize_tables(
+        [ghost],
+        today(),
+        postgres=_probe_reader(),
+        raise_on_error=False,
+        retry_policy=RetryPolicy(max_retries=2, delay=0.1),
+    )
 
     assert not result.success
     (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "STEP_UP_FOR_RETRY" not in [event.event_type_value for event in result.all_events]
     message = failure.step_failure_data.error.to_string()
     assert f"{PROBE_SCHEMA}.kinds" in message
     assert "'ghost'" in message
     assert not any(source_env.rglob("*.parquet")) if source_env.exists() else True
+
+
+def test_an_optional_catalog_column_missing_from_the_source_is_written_as_nulls_and_reported(
+    probe_schema, source_env
+) -> None:
+    ghost = _with_ghost(Column("ghost", "integer"))
+    result = materialize_tables([ghost], today(), postgres=_probe_reader())
+
+    table = pq.read_table(lake_file(source_env, "kinds", today()))
+    assert table.schema.field("ghost").type == pa.int32()
+    assert table.column("ghost").null_count == table.num_rows == 3
+    (materialization,) = result.asset_materializations_for_node("sqlgym__kinds")
+    assert materialization.metadata["sqlgym/absent_columns"].value == ["ghost"]
+    schema = {c.check_name: c for c in result.get_asset_check_evaluations()}[
+        "schema_matches_source"
+    ]
+    assert not schema.passed
+    assert schema.metadata["removed_columns"].value == ["ghost"]
+    assert schema.metadata["file_schema_differences"].value["missing"] == []
 
 
 HEX_PAYLOAD = "(SELECT string_agg(md5((n * 8 + k)::text), '') FROM generate_series(1, 8) AS k)"

@@ -41,7 +41,7 @@ def test_partition_matches_source_value_by_value(table: TableSpec, db, source_en
     path = lake_file(source_env, table.name, partition)
     schema = pq.read_schema(path)
     assert schema.names == list(table.column_names)
-    for column in table.columns:
+    for column in table.lake_columns:
         assert schema.field(column.name).type == expected_arrow_type(column.pg_type), column.name
     expected = source_rows(db, table, window_for(table, partition))
     actual = lake_rows(table, path)
@@ -225,7 +225,7 @@ def test_empty_window_writes_a_zero_row_file_with_the_full_schema(source_env) ->
     table = pq.read_table(lake_file(source_env, "users", "2025-02-01"))
     assert table.num_rows == 0
     assert table.schema.names == list(USERS.column_names)
-    for column in USERS.columns:
+    for column in USERS.lake_columns:
         assert table.schema.field(column.name).type == expected_arrow_type(column.pg_type)
     (materialization,) = result.asset_materializations_for_node("sqlgym__users")
     assert materialization.metadata["dagster/row_count"].value == 0

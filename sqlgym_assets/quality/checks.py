@@ -35,7 +35,7 @@ from sqlgym_assets.quality.validator import (
     Validator,
     unique_key_expectation,
 )
-from sqlgym_assets.source.arrow_types import SourceColumn, plan_column
+from sqlgym_assets.source.plan import ContractDrift, contract_schema
 
 # Checks partitioned like their asset keep each day's result in the UI; Dagster marks that
 # preview and re-creates the specs (so the notice) on every load and run, hundreds of lines per
@@ -80,10 +80,11 @@ def build_check_specs(
 
 @dataclass(frozen=True)
 class PartitionFacts:
-    """What the checks compare the file against, all from the source."""
+    """What the checks compare the file against: the source's count and how it differs from the
+    catalog."""
 
     source_row_count: int | None  # None: no count was recorded for this partition
-    source_columns: Sequence[SourceColumn]
+    drift: ContractDrift
 
 
 def run_checks(
@@ -107,7 +108,7 @@ def _check_file(
 ) -> list[AssetCheckResult]:
     results = []
     if SCHEMA_MATCHES_SOURCE in selected:
-        results.append(check_schema(asset_key, parquet.schema_arrow, facts.source_columns))
+        results.append(check_schema(asset_key, table, parquet.schema_arrow, facts.drift))
     data_checks = selected & _BLOCKING
     if not data_checks:
         return results
@@ -246,25 +247,31 @@ def _keys(frame: pd.DataFrame, rows: Sequence[int], table: TableSpec) -> list[st
 
 
 def check_schema(
-    asset_key: AssetKey, file_schema: pa.Schema, source_columns: Sequence[SourceColumn]
+    asset_key: AssetKey, table: TableSpec, file_schema: pa.Schema, drift: ContractDrift
 ) -> AssetCheckResult:
-    source = {column.name: plan_column(column).arrow_type for column in source_columns}
-    written = {field.name: field.type for field in file_schema}
-    added = [name for name in source if name not in written]
-    removed = [name for name in written if name not in source]
-    changed = {
-        name: {"file": str(written[name]), "source": str(source[name])}
-        for name in written
-        if name in source and not written[name].equals(source[name])
-    }
+    """The file has the contract's schema, and the live source differs from the catalog in no
+    column: a WARN, so a change upstream shows before it breaks anyone."""
+    contract = contract_schema(table)
     return AssetCheckResult(
         asset_key=asset_key,
         check_name=SCHEMA_MATCHES_SOURCE,
-        passed=not (added or removed or changed),
+        passed=file_schema.equals(contract) and not drift,
         severity=AssetCheckSeverity.WARN,
         metadata={
-            "added_columns": MetadataValue.json(added),
-            "removed_columns": MetadataValue.json(removed),
-            "changed_columns": MetadataValue.json(changed),
+            **{name: MetadataValue.json(value) for name, value in drift.as_metadata().items()},
+            "file_schema_differences": MetadataValue.json(_differences(contract, file_schema)),
         },
     )
+
+
+def _differences(contract: pa.Schema, file_schema: pa.Schema) -> dict[str, object]:
+    written = {field.name: field.type for field in file_schema}
+    return {
+        "missing": [name for name in contract.names if name not in written],
+        "unexpected": [name for name in written if name not in contract.names],
+        "mistyped": {
+            field.name: {"contract": str(field.type), "file": str(written[field.name])}
+            for field in contract
+            if field.name in written and not written[field.name].equals(field.type)
+        },
+    }

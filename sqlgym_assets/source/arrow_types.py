@@ -96,10 +96,53 @@ def plan_column(column: SourceColumn) -> ColumnPlan:
     return ColumnPlan(column.name, pa.string(), select_as_text=True)
 
 
+def contract_type(pg_type: str) -> pa.DataType:
+    """The Arrow type a catalog type maps to: the same mapping as a live column of that type.
+
+    Names the scalar table does not know (enums, json, uuid) map to string, as they do live.
+    """
+    element = pg_type.removesuffix("[]")
+    column = SourceColumn("", pg_type, False, "b", element_kind="b", element_type=element)
+    return plan_column(column).arrow_type
+
+
+_INTEGER_WIDTHS = {pa.int16(): 16, pa.int32(): 32, pa.int64(): 64}
+
+
+def converts_without_loss(source: pa.DataType, contract: pa.DataType) -> bool:
+    """Whether every value of ``source`` has one exact value of ``contract``.
+
+    Wider integers and floats, a decimal with room for every digit, and a timestamp with or
+    without its UTC zone: the app stores naive timestamps in UTC, so the instant is the same.
+    """
+    if source.equals(contract):
+        return True
+    if source in _INTEGER_WIDTHS and contract in _INTEGER_WIDTHS:
+        return _INTEGER_WIDTHS[source] <= _INTEGER_WIDTHS[contract]
+    if pa.types.is_floating(source) and pa.types.is_floating(contract):
+        return source.bit_width <= contract.bit_width
+    if pa.types.is_decimal(source) and pa.types.is_decimal(contract):
+        return (
+            source.scale <= contract.scale
+            and source.precision - source.scale <= contract.precision - contract.scale
+        )
+    if pa.types.is_timestamp(source) and pa.types.is_timestamp(contract):
+        return source.unit == contract.unit and {source.tz, contract.tz} <= {None, "UTC"}
+    if pa.types.is_list(source) and pa.types.is_list(contract):
+        return converts_without_loss(source.value_type, contract.value_type)
+    return False
+
+
 def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Turns a driver batch into the planned schema: extension types unwrapped, decimals parsed."""
+    """Turns a driver batch into the contract's schema: extension types unwrapped, decimals
+    parsed, lossless differences cast, and columns the source lacks filled with NULLs."""
     arrays = []
-    for array, field in zip(batch.columns, schema, strict=True):
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        array = batch.column(index)
         if isinstance(array.type, pa.BaseExtensionType):
             array = array.storage
         if not array.type.equals(field.type):

@@ -1,4 +1,7 @@
-"""The partition plan: the UTC window a partition covers, and the SQL that reads it.
+"""The partition plan: a partition's UTC window, and the SQL that reads it into the contract.
+
+Each column the catalog lists is read into the catalog's type: what converts without loss is
+converted, anything else fails once (``ContractError``).
 
 The SQL is composed with SQLAlchemy (identifiers quoted by the library) and carries no values: the
 window bounds are bound as parameters into transaction-local settings that the query reads with
@@ -8,8 +11,8 @@ as a parameterless query, which the ADBC driver turns into ``COPY ... (FORMAT bi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
@@ -17,7 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sqlgym_assets.catalog import SyncMode, TableSpec
-from sqlgym_assets.source.arrow_types import ColumnPlan, SourceColumn, plan_column
+from sqlgym_assets.source.arrow_types import (
+    ColumnPlan,
+    SourceColumn,
+    contract_type,
+    converts_without_loss,
+    plan_column,
+)
 
 WINDOW_START_SETTING = "sqlgym.window_start"
 WINDOW_END_SETTING = "sqlgym.window_end"
@@ -47,7 +56,15 @@ class SnapshotNotAvailableError(ValueError):
 
 
 class SourceSchemaError(ValueError):
-    """The source table is missing, or lacks a column the catalog lists."""
+    """The source cannot be read as the catalog says."""
+
+
+class SourceTableAbsentError(SourceSchemaError):
+    """The source has no such table (a legacy table may be absent; others may not)."""
+
+
+class ContractError(SourceSchemaError):
+    """A column cannot be read into the catalog's type without loss, or a required one is gone."""
 
 
 @dataclass(frozen=True)
@@ -82,37 +99,101 @@ def check_partition_readable(table: TableSpec, window: Window, now: datetime) ->
 
 
 @dataclass(frozen=True)
+class ContractDrift:
+    """How the live source differs from the catalog (the contract) for one table."""
+
+    added: tuple[str, ...] = ()  # in the source only: not read
+    removed: tuple[str, ...] = ()  # in the catalog only: read as NULL where the contract allows
+    changed: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # name: (contract, source)
+    converted: tuple[str, ...] = ()  # changed columns read into the contract's type without loss
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "added_columns": list(self.added),
+            "removed_columns": list(self.removed),
+            "changed_columns": {
+                name: {"contract": contract, "source": source}
+                for name, (contract, source) in self.changed.items()
+            },
+            "converted_columns": list(self.converted),
+        }
+
+
+def compare_with_contract(
+    table: TableSpec, source_columns: Sequence[SourceColumn]
+) -> ContractDrift:
+    """The live columns against the catalog's; credentials count as known, never as added."""
+    live = {column.name: column for column in source_columns}
+    lake = {column.name: column for column in table.lake_columns}
+    changed, converted = {}, []
+    for name, column in lake.items():
+        if name in live and live[name].pg_type != column.pg_type:
+            changed[name] = (column.pg_type, live[name].pg_type)
+            source_type = plan_column(live[name]).arrow_type
+            if converts_without_loss(source_type, contract_type(column.pg_type)):
+                converted.append(name)
+    return ContractDrift(
+        added=tuple(name for name in live if name not in table.all_column_names),
+        removed=tuple(name for name in lake if name not in live),
+        changed=changed,
+        converted=tuple(converted),
+    )
+
+
+@dataclass(frozen=True)
 class ExtractPlan:
-    """The SQL and target schema for one table's partition."""
+    """The SQL and the contract's schema for one table's partition."""
 
     table: TableSpec
-    columns: tuple[ColumnPlan, ...]
+    arrow_schema: pa.Schema  # the catalog's: the same for every file of the table
+    drift: ContractDrift
     select_sql: str
     count_sql: str
     null_cursor_count_sql: str | None  # only when the cursor column is nullable in the source
-
-    @property
-    def arrow_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(plan.name, plan.arrow_type) for plan in self.columns])
 
 
 def plan_extract(
     table: TableSpec, source_columns: Sequence[SourceColumn], source_schema: str
 ) -> ExtractPlan:
+    """The partition's SQL, reading each column the catalog lists into its contract type.
+
+    Raises ``SourceTableAbsentError`` when the table is missing, and ``ContractError`` when a
+    column cannot be read into the contract: a required column missing, or a type that does not
+    convert without loss.
+    """
+    where = f"source table {source_schema}.{table.name} (asset sqlgym/{table.name})"
     by_name = {column.name: column for column in source_columns}
     if not by_name:
-        raise SourceSchemaError(
-            f"source table {source_schema}.{table.name} does not exist or has no columns "
-            f"(asset sqlgym/{table.name}); check the database and the resource's source_schema"
+        raise SourceTableAbsentError(
+            f"{where} does not exist or has no columns; check the database and the resource's "
+            "source_schema"
         )
-    missing = [name for name in table.column_names if name not in by_name]
+    drift = compare_with_contract(table, source_columns)
+    needed = {*table.primary_key, table.cursor_column}
+    missing = [
+        column.name
+        for column in table.lake_columns
+        if column.name in drift.removed and (column.required or column.name in needed)
+    ]
     if missing:
-        raise SourceSchemaError(
-            f"source table {source_schema}.{table.name} has no column(s) {missing} that the "
-            "catalog lists; update sqlgym_assets/catalog.py to the source's columns"
+        raise ContractError(
+            f"{where} has no column(s) {missing}, which the catalog requires: restore them in "
+            "the source, or change the contract in sqlgym_assets/catalog.py"
         )
-    plans = tuple(plan_column(by_name[name]) for name in table.column_names)
-    source = sa.table(table.name, *(sa.column(name) for name in table.column_names))
+    for name, (contract, source) in drift.changed.items():
+        if name not in drift.converted:
+            raise ContractError(
+                f"{where}: column {name!r} is {source} in the source, and the contract's "
+                f"{contract} ({contract_type(contract)}) cannot hold every such value: change "
+                "the column back in the source, or the contract in sqlgym_assets/catalog.py "
+                "(a new type for every day means a new table); nothing was written"
+            )
+    present = [name for name in table.column_names if name in by_name]
+    plans = [plan_column(by_name[name]) for name in present]
+    source = sa.table(table.name, *(sa.column(name) for name in present))
     source.schema = source_schema
     selected = [
         sa.cast(source.c[plan.name], _text_type(plan)).label(plan.name)
@@ -139,10 +220,18 @@ def plan_extract(
             )
     return ExtractPlan(
         table=table,
-        columns=plans,
+        arrow_schema=contract_schema(table),
+        drift=drift,
         select_sql=_compile(select),
         count_sql=_compile(count),
         null_cursor_count_sql=null_cursor_count,
+    )
+
+
+def contract_schema(table: TableSpec) -> pa.Schema:
+    """The Arrow schema of every file of ``table``, from the catalog alone."""
+    return pa.schema(
+        [pa.field(column.name, contract_type(column.pg_type)) for column in table.lake_columns]
     )
 
 

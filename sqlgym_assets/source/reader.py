@@ -32,7 +32,9 @@ from sqlgym_assets.source.credentials import ConnectionSettings, connection_sett
 from sqlgym_assets.source.plan import (
     SET_WINDOW_SQL,
     SOURCE_COLUMNS_SQL,
+    ContractDrift,
     Window,
+    compare_with_contract,
     plan_extract,
     window_parameters,
 )
@@ -112,7 +114,7 @@ class PartitionSnapshot:
     null_cursor_rows: int  # rows whose cursor is NULL and so belong to no day
     read_at: datetime  # the snapshot's instant (transaction start)
     backend_pid: int  # the PostgreSQL backend holding the transaction
-    source_columns: list[SourceColumn]  # every column the source has now, listed or not
+    drift: ContractDrift  # how the live table differs from the catalog, what was converted
     stream: PartitionStream
 
 
@@ -165,10 +167,12 @@ class PostgresResource(ConfigurableResource):
         cursor.execute(SOURCE_COLUMNS_SQL, parameters=(self.source_schema, table.name))
         return [SourceColumn.from_row(row) for row in cursor.fetchall()]
 
-    def source_columns(self, table: TableSpec) -> list[SourceColumn]:
-        """The source table's columns as they are now (empty if the table is missing)."""
+    def drift(self, table: TableSpec) -> ContractDrift:
+        """How the source table differs from the catalog now (every column removed if the
+        table is missing)."""
         with self.connect() as connection:
-            return self._read_source_columns(connection.cursor(), table)
+            columns = self._read_source_columns(connection.cursor(), table)
+        return compare_with_contract(table, columns)
 
     @contextmanager
     def snapshot(self, table: TableSpec, window: Window | None) -> Iterator[PartitionSnapshot]:
@@ -210,7 +214,7 @@ class PostgresResource(ConfigurableResource):
                     null_cursor_rows=int(null_cursor_rows),
                     read_at=read_at.astimezone(UTC),
                     backend_pid=int(backend_pid),
-                    source_columns=source_columns,
+                    drift=plan.drift,
                     stream=stream,
                 )
             finally:
