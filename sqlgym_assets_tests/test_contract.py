@@ -26,6 +26,7 @@ from sqlgym_assets.assets import ABSENT_FROM_SOURCE, lake_asset_key
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, ColumnPolicy, TableSpec
 from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import ensure_database
+from sqlgym_assets.operations import monitor
 from sqlgym_assets.source.plan import contract_schema
 from sqlgym_assets_tests.helpers import lake_file, lake_rows, materialize_tables, today
 
@@ -319,3 +320,19 @@ def test_no_credential_column_reaches_a_file_its_metadata_or_the_sync_record(
     ]
     for value in secrets:
         assert not any(value.encode() in blob for blob in written), value
+
+
+def test_the_monitor_says_a_legacy_table_is_absent_from_the_source(
+    app_env, tmp_path, monkeypatch, capsys
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with instance_for_test(temp_dir=str(home)) as instance:
+        materialize_tables(["user_progress", "users"], today(), instance=instance)
+
+    monitor.main([])
+
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert lines["user_progress"][1:5] == ["-", "-", "-", "absent"]
+    assert lines["users"][5] == "-"  # materialized: present, nothing to say

@@ -106,7 +106,7 @@ def test_monitor_reports_successes_failures_and_checks_from_the_instance(
     assert lines["users"].rstrip().endswith("4/4 passed")
     assert "2025-10-24 at" in lines["followers"]
     assert "snapshot table" in lines["followers"]
-    assert lines["badges"].split()[1:] == ["-"] * 6
+    assert lines["badges"].split()[1:] == ["-"] * 7
     assert lines["followers"].rstrip().endswith("not run")
 
 

@@ -20,7 +20,7 @@ from dagster import (
     RunsFilter,
 )
 
-from sqlgym_assets.assets import lake_asset_key
+from sqlgym_assets.assets import ABSENT_FROM_SOURCE, lake_asset_key
 from sqlgym_assets.catalog import TABLES, TableSpec
 from sqlgym_assets.operations.alerts import error_summary
 from sqlgym_assets.operations.console import format_table
@@ -33,6 +33,7 @@ class TableStatus:
     last_partition: str
     last_success: str
     rows: str
+    source: str  # "absent" while the latest word on a legacy table is that the source lacks it
     last_failure: str
     failure_error: str
     checks: str
@@ -43,6 +44,7 @@ class TableStatus:
             self.last_partition,
             self.last_success,
             self.rows,
+            self.source,
             self.last_failure,
             self.failure_error,
             self.checks,
@@ -50,7 +52,16 @@ class TableStatus:
 
 
 RECENT_FAILED_RUNS = 200  # enough to cover every table's latest failure in practice
-HEADER = ("table", "last partition", "at (UTC)", "rows", "last failure", "error", "checks")
+HEADER = (
+    "table",
+    "last partition",
+    "at (UTC)",
+    "rows",
+    "source",
+    "last failure",
+    "error",
+    "checks",
+)
 
 
 def _when(timestamp: float) -> str:
@@ -85,6 +96,11 @@ def table_status(
         at = _when(success[0].timestamp)
         row_count = materialization.metadata.get("dagster/row_count")
         rows = str(row_count.value) if row_count is not None else "-"
+    source = "-"
+    observed = instance.fetch_observations(key, limit=1).records
+    if observed and (not success or observed[0].timestamp > success[0].timestamp):
+        absent = observed[0].asset_observation.metadata.get(ABSENT_FROM_SOURCE)
+        source = "absent" if absent is not None and absent.value else "-"
     failed_at, error = "-", "-"
     if failure:
         run = instance.get_run_by_id(failure.run_id)
@@ -109,7 +125,7 @@ def table_status(
         checks = f"{evaluated}/{len(CHECK_NAMES)} passed"
     else:
         checks = "not run" if not_run else "-"
-    return TableStatus(table.name, partition, at, rows, failed_at, error, checks)
+    return TableStatus(table.name, partition, at, rows, source, failed_at, error, checks)
 
 
 def main(argv: list[str] | None = None) -> None:
