@@ -93,6 +93,8 @@ def run_once(
         command += ["--config-json", json.dumps({"execution": {"config": EXECUTORS[executor]}})]
     environment = {k: v for k, v in os.environ.items() if k != "SQLGYM_DB_SECRET_ID"}
     environment.update(SQLGYM_DATABASE_URL=url, SQLGYM_LAKE_URL=str(lake), DAGSTER_HOME=str(home))
+    # Personal data is pseudonymized, as by default in production; the demo rows are synthetic.
+    environment.setdefault("SQLGYM_PSEUDONYMIZATION_KEY", "sqlgym-bench-key-synthetic-data-only")
     launched = time.time()
     with open(work / "dagster.log", "wb") as log:
         completed = subprocess.run(

@@ -237,6 +237,7 @@ def _extract(
                     }
                 ),
                 "sqlgym/absent_columns": MetadataValue.json(list(drift.removed)),
+                "sqlgym/pseudonymized_columns": MetadataValue.json(list(snapshot.pseudonymized)),
             },
         )
         return PartitionFacts(snapshot.source_row_count, snapshot.drift)

@@ -72,6 +72,9 @@ class TableSpec:
         raise KeyError(name)
 
 
+TEXT_TYPES = ("text", "character varying")
+
+
 class CatalogError(ValueError):
     """The catalog contradicts itself; the message names the table and the field."""
 
@@ -113,6 +116,12 @@ def _validate_table(table: TableSpec) -> None:
         raise CatalogError(
             f"{where}: field 'cursor_column' {table.cursor_column!r} is not a timestamp"
         )
+    for column in table.columns:
+        if column.policy is ColumnPolicy.PERSONAL and not column.pg_type.startswith(TEXT_TYPES):
+            raise CatalogError(
+                f"{where}: personal column {column.name!r} is {column.pg_type}; only text is "
+                "pseudonymized, so tag text columns only"
+            )
     credentials = {c.name for c in table.columns if c.policy is ColumnPolicy.CREDENTIAL}
     for name in sorted(credentials & {*table.primary_key, table.cursor_column}):
         raise CatalogError(

@@ -15,6 +15,8 @@ from dagster import DagsterInstance
 
 from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import ensure_database, start_embedded_postgres
+from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV, PERSONAL_DATA_ENV
+from sqlgym_assets_tests.helpers import TEST_PSEUDONYMIZATION_KEY
 
 TEST_DATABASE_URL_ENV = "SQLGYM_TEST_DATABASE_URL"
 AWS_TEST_ENV = {
@@ -24,6 +26,15 @@ AWS_TEST_ENV = {
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+@pytest.fixture(autouse=True)
+def pseudonymization_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Personal data is pseudonymized by default: every test runs with a key, as a lake must."""
+    monkeypatch.delenv(KEY_SECRET_ENV, raising=False)
+    monkeypatch.delenv(PERSONAL_DATA_ENV, raising=False)
+    monkeypatch.setenv(KEY_ENV, TEST_PSEUDONYMIZATION_KEY)
+    return TEST_PSEUDONYMIZATION_KEY
 
 
 @pytest.fixture(scope="session")

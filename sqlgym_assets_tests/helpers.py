@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from dagster import (
 from psycopg2 import sql
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
-from sqlgym_assets.catalog import TABLES_BY_NAME, TableSpec
+from sqlgym_assets.catalog import TABLES_BY_NAME, ColumnPolicy, TableSpec
 from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.source.plan import Window, partition_window
@@ -44,6 +46,12 @@ EXPECTED_ARROW_TYPES = {
     "execution_status": pa.string(),
 }
 JSON_TYPES = {"json", "jsonb"}
+TEST_PSEUDONYMIZATION_KEY = "sqlgym-tests-pseudonymization-key-0123456789"
+
+
+def keyed_hash(value: str, key: str = TEST_PSEUDONYMIZATION_KEY) -> str:
+    """HMAC-SHA256 of the value's UTF-8 text, hex: what the lake holds for personal data."""
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 def expected_arrow_type(pg_type: str) -> pa.DataType:
@@ -103,8 +111,11 @@ def lake_file(lake: Path, table: str, partition: str) -> Path:
     return lake / table / day[:4] / day[4:6] / day[6:] / f"{table}_{day}.parquet"
 
 
-def source_rows(connection, table: TableSpec, window: Window | None) -> list[dict[str, Any]]:
-    """The rows PostgreSQL holds for a window, read with psycopg2 (not the project's driver)."""
+def source_rows(
+    connection, table: TableSpec, window: Window | None, *, pseudonymized: bool = True
+) -> list[dict[str, Any]]:
+    """The rows PostgreSQL holds for a window, read with psycopg2 (not the project's driver), with
+    personal columns as the lake must hold them: their keyed hash under the tests' key."""
     query = sql.SQL("SELECT {columns} FROM {table}").format(
         columns=sql.SQL(", ").join(sql.Identifier(name) for name in table.column_names),
         table=sql.Identifier(table.name),
@@ -123,7 +134,16 @@ def source_rows(connection, table: TableSpec, window: Window | None) -> list[dic
     with connection.cursor() as cursor:
         cursor.execute(query, parameters)
         names = [column.name for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [pseudonymize(table, row) for row in rows] if pseudonymized else rows
+
+
+def pseudonymize(table: TableSpec, row: dict[str, Any]) -> dict[str, Any]:
+    personal = {c.name for c in table.columns if c.policy is ColumnPolicy.PERSONAL}
+    return {
+        name: keyed_hash(value) if name in personal and value is not None else value
+        for name, value in row.items()
+    }
 
 
 def lake_rows(table: TableSpec, path: Path) -> list[dict[str, Any]]:

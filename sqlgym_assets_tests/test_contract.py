@@ -28,7 +28,13 @@ from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import ensure_database
 from sqlgym_assets.operations import monitor
 from sqlgym_assets.source.plan import contract_schema
-from sqlgym_assets_tests.helpers import lake_file, lake_rows, materialize_tables, today
+from sqlgym_assets_tests.helpers import (
+    lake_file,
+    lake_rows,
+    materialize_tables,
+    pseudonymize,
+    today,
+)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 APP_DATABASE = "sqlgym_app_shaped"
@@ -111,7 +117,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, app_database_url: str, tmp_path: Pa
 
 
 def app_rows(connection, table: TableSpec, partition: str) -> list[dict]:
-    """The partition's rows read with psycopg2; the app's naive timestamps are UTC."""
+    """The partition's rows read with psycopg2, personal data as the lake must hold it."""
     query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(map(sql.Identifier, table.column_names)), sql.Identifier(table.name)
     )
@@ -124,7 +130,8 @@ def app_rows(connection, table: TableSpec, partition: str) -> list[dict]:
     with connection.cursor() as cursor:
         cursor.execute(query, parameters)
         names = [column.name for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [pseudonymize(table, row) for row in rows]
 
 
 def as_naive_utc(row: dict) -> dict:

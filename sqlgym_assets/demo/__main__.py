@@ -37,8 +37,11 @@ from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.operations.console import format_table
 from sqlgym_assets.quality.checks import CHECK_NAMES
 from sqlgym_assets.source.credentials import DATABASE_URL_ENV
+from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV
 
 DEMO_DATABASE = "sqlgym"
+# The demo's personal data is synthetic, so its key need not be secret; a real lake's must be.
+DEMO_PSEUDONYMIZATION_KEY = "sqlgym-demo-key-synthetic-data-only-not-a-secret"
 
 
 def _has_demo_data(url: str) -> bool:
@@ -56,7 +59,10 @@ def prepare_environment(lake: Path, *, scale: int, reload: bool, data_dir: Path)
         counts = load_demo_data(url, datetime.now(UTC), scale=scale)
         print(f"loaded {sum(counts.values())} synthetic rows into {len(counts)} tables")
     lake.mkdir(parents=True, exist_ok=True)
-    return {DATABASE_URL_ENV: url, LAKE_URL_ENV: str(lake.resolve())}
+    variables = {DATABASE_URL_ENV: url, LAKE_URL_ENV: str(lake.resolve())}
+    if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_SECRET_ENV)):
+        variables[KEY_ENV] = DEMO_PSEUDONYMIZATION_KEY
+    return variables
 
 
 def materialize_today(variables: dict[str, str]) -> str:

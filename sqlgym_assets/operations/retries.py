@@ -10,6 +10,7 @@ from sqlgym_assets.catalog import CatalogError
 from sqlgym_assets.lake.layout import LakeConfigurationError
 from sqlgym_assets.source.credentials import DatabaseConfigurationError
 from sqlgym_assets.source.plan import SnapshotNotAvailableError, SourceSchemaError
+from sqlgym_assets.source.pseudonymize import PseudonymizationError
 
 # Connection resets, timeouts, S3 5xx and throttling clear up on their own: retry those, spaced
 # out (5 s, 10 s, 20 s, each +/- jitter so parallel steps do not retry in lockstep).
@@ -21,6 +22,7 @@ SYNC_RETRY_POLICY = RetryPolicy(
 # snapshot, a catalog the source contradicts.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     DatabaseConfigurationError,
+    PseudonymizationError,
     LakeConfigurationError,
     SnapshotNotAvailableError,
     SourceSchemaError,

@@ -60,7 +60,7 @@ def _keep_secret_bodies_out_of_logs() -> None:
             logger.addFilter(_SECRET_BODY_FILTER)
 
 
-_secret_cache: dict[tuple[str, str | None, str | None], ConnectionSettings] = {}
+_secret_cache: dict[tuple[str, str | None, str | None], str] = {}
 _secret_cache_lock = threading.Lock()
 
 
@@ -157,6 +157,18 @@ def connection_settings(
 def _settings_from_secrets_manager(
     secret_id: str, secrets: SecretsManagerResource
 ) -> ConnectionSettings:
+    return settings_from_secret(
+        secret_id,
+        secret_string(
+            secret_id,
+            secrets,
+            purpose=f"the database credentials as a JSON string with {list(SECRET_KEYS)}",
+        ),
+    )
+
+
+def secret_string(secret_id: str, secrets: SecretsManagerResource, purpose: str) -> str:
+    """The secret's string, fetched once per process; errors name the secret, never a value."""
     region = secrets.region_name or region_from_environment()
     cache_key = (secret_id, region, secrets.endpoint_url)
     with _secret_cache_lock:
@@ -171,7 +183,7 @@ def _settings_from_secrets_manager(
             code = error.response.get("Error", {}).get("Code", "error")
             raise DatabaseConfigurationError(
                 f"AWS Secrets Manager could not return secret {secret_id!r} ({code}); check "
-                f"{SECRET_ID_ENV}, the region ({region or 'unset'}) and this role's "
+                f"the secret's name, the region ({region or 'unset'}) and this role's "
                 "secretsmanager:GetSecretValue permission"
             ) from None
         except botocore.exceptions.BotoCoreError as error:
@@ -181,9 +193,7 @@ def _settings_from_secrets_manager(
             ) from None
         if "SecretString" not in response:
             raise DatabaseConfigurationError(
-                f"AWS Secrets Manager secret {secret_id!r} holds binary data; store the "
-                f"credentials as a JSON string with {list(SECRET_KEYS)}"
+                f"AWS Secrets Manager secret {secret_id!r} holds binary data; store {purpose}"
             )
-        settings = settings_from_secret(secret_id, response["SecretString"])
-        _secret_cache[cache_key] = settings
-        return settings
+        _secret_cache[cache_key] = response["SecretString"]
+        return response["SecretString"]

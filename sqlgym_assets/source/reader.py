@@ -38,6 +38,7 @@ from sqlgym_assets.source.plan import (
     plan_extract,
     window_parameters,
 )
+from sqlgym_assets.source.pseudonymize import pseudonymizer
 
 # SecretsManagerResource is the Secrets Manager client the product names (dagster-aws); it is
 # marked beta, and Dagster re-creates it at every run, so its one notice would repeat on every
@@ -115,6 +116,7 @@ class PartitionSnapshot:
     read_at: datetime  # the snapshot's instant (transaction start)
     backend_pid: int  # the PostgreSQL backend holding the transaction
     drift: ContractDrift  # how the live table differs from the catalog, what was converted
+    pseudonymized: tuple[str, ...]  # personal columns replaced by their keyed hashes
     stream: PartitionStream
 
 
@@ -180,6 +182,7 @@ class PostgresResource(ConfigurableResource):
 
         The transaction ends when the stream is closed, or at the latest when this block ends.
         """
+        hasher = pseudonymizer(table, self.secretsmanager)  # a missing key fails before connecting
         with self.connect() as connection:
             cursor = connection.cursor()
             cursor.adbc_statement.set_options(
@@ -200,10 +203,15 @@ class PostgresResource(ConfigurableResource):
                 cursor.execute(plan.null_cursor_count_sql)
                 (null_cursor_rows,) = cursor.fetchone()
             cursor.execute(plan.select_sql)
+
+            def prepare(batch: pa.RecordBatch) -> pa.RecordBatch:
+                conformed = conform_batch(batch, plan.arrow_schema)
+                return conformed if hasher is None else hasher.apply(conformed)
+
             stream = PartitionStream(
                 table,
                 plan.arrow_schema,
-                prefetch_batches(cursor.fetch_record_batch(), plan.arrow_schema),
+                prefetch_batches(cursor.fetch_record_batch(), prepare),
                 end_transaction=connection.close,
             )
             try:
@@ -215,6 +223,7 @@ class PostgresResource(ConfigurableResource):
                     read_at=read_at.astimezone(UTC),
                     backend_pid=int(backend_pid),
                     drift=plan.drift,
+                    pseudonymized=() if hasher is None else hasher.columns,
                     stream=stream,
                 )
             finally:
@@ -225,9 +234,11 @@ _END = object()
 
 
 def prefetch_batches(
-    reader: pa.RecordBatchReader, schema: pa.Schema, depth: int = 2
+    reader: pa.RecordBatchReader,
+    prepare: Callable[[pa.RecordBatch], pa.RecordBatch],
+    depth: int = 2,
 ) -> Iterator[pa.RecordBatch]:
-    """Yields conformed batches while a thread already fetches the next ones.
+    """Yields prepared batches while a thread already fetches and prepares the next ones.
 
     Fetching (the driver decoding COPY data) and the consumer's Parquet encoding both release the
     GIL, so overlapping them uses both cores; ``depth`` bounds the batches held in memory.
@@ -238,7 +249,7 @@ def prefetch_batches(
     def fetch() -> None:
         try:
             for batch in reader:
-                item = conform_batch(batch, schema)
+                item = prepare(batch)
                 while not stop.is_set():
                     try:
                         ready.put(item, timeout=0.1)
