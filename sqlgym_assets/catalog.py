@@ -140,25 +140,119 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=1,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("username", "character varying(50)", required=True),
-            Column("email", "character varying(255)", required=True, policy=ColumnPolicy.PERSONAL),
-            Column("password_hash", "text", policy=ColumnPolicy.CREDENTIAL),
-            Column("first_name", "character varying(50)", policy=ColumnPolicy.PERSONAL),
-            Column("last_name", "character varying(50)", policy=ColumnPolicy.PERSONAL),
-            Column("company_name", "character varying(100)"),
-            Column("linkedin_url", "text", policy=ColumnPolicy.PERSONAL),
-            Column("profile_image_url", "text", policy=ColumnPolicy.PERSONAL),
-            Column("google_id", "character varying(255)", policy=ColumnPolicy.PERSONAL),
-            Column("auth_provider", "character varying(20)", required=True),
-            Column("problems_solved", "integer", required=True),
-            Column("premium", "boolean", required=True),
-            Column("is_admin", "boolean", required=True),
-            Column("email_verified", "boolean", required=True),
-            Column("verification_token", "character varying(255)", policy=ColumnPolicy.CREDENTIAL),
-            Column("verification_token_expires", "timestamp without time zone"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "username",
+                "character varying(50)",
+                required=True,
+                description="Public user name, unique.",
+            ),
+            Column(
+                "email",
+                "character varying(255)",
+                required=True,
+                policy=ColumnPolicy.PERSONAL,
+                description="E-mail address, unique; personal data.",
+            ),
+            Column(
+                "password_hash",
+                "text",
+                policy=ColumnPolicy.CREDENTIAL,
+                description="Password hash: a credential, never copied to the lake.",
+            ),
+            Column(
+                "first_name",
+                "character varying(50)",
+                policy=ColumnPolicy.PERSONAL,
+                description="First name; personal data.",
+            ),
+            Column(
+                "last_name",
+                "character varying(50)",
+                policy=ColumnPolicy.PERSONAL,
+                description="Last name; personal data.",
+            ),
+            Column(
+                "company_name",
+                "character varying(100)",
+                description="Company the user gave, if any.",
+            ),
+            Column(
+                "linkedin_url",
+                "text",
+                policy=ColumnPolicy.PERSONAL,
+                description="LinkedIn profile URL; personal data.",
+            ),
+            Column(
+                "profile_image_url",
+                "text",
+                policy=ColumnPolicy.PERSONAL,
+                description="Profile picture URL; personal data.",
+            ),
+            Column(
+                "google_id",
+                "character varying(255)",
+                policy=ColumnPolicy.PERSONAL,
+                description="Google account id for Google sign-in; personal data.",
+            ),
+            Column(
+                "auth_provider",
+                "character varying(20)",
+                required=True,
+                description="How the user signs in: email, google or admin_key.",
+            ),
+            Column(
+                "problems_solved",
+                "integer",
+                required=True,
+                description="Number of problems the user has solved.",
+            ),
+            Column(
+                "premium",
+                "boolean",
+                required=True,
+                description="Whether the user has a premium subscription.",
+            ),
+            Column(
+                "is_admin",
+                "boolean",
+                required=True,
+                description="Whether the user is an administrator.",
+            ),
+            Column(
+                "email_verified",
+                "boolean",
+                required=True,
+                description="Whether the e-mail address has been verified.",
+            ),
+            Column(
+                "verification_token",
+                "character varying(255)",
+                policy=ColumnPolicy.CREDENTIAL,
+                description="E-mail verification token: a credential, never copied to the lake.",
+            ),
+            Column(
+                "verification_token_expires",
+                "timestamp without time zone",
+                description="When the verification token expires (UTC).",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -168,10 +262,30 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("follower_id", "character varying", required=True),
-            Column("following_id", "character varying", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "follower_id",
+                "character varying",
+                required=True,
+                description="The user who follows (users.id).",
+            ),
+            Column(
+                "following_id",
+                "character varying",
+                required=True,
+                description="The user who is followed (users.id).",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -181,11 +295,31 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=3,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("title", "character varying(200)", required=True),
-            Column("url", "text", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id",
+                "character varying",
+                required=True,
+                description="The user who shared the link (users.id).",
+            ),
+            Column(
+                "title",
+                "character varying(200)",
+                required=True,
+                description="Title of the shared resource.",
+            ),
+            Column("url", "text", required=True, description="Address of the shared resource."),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -196,14 +330,42 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=1,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("name", "character varying(100)", required=True),
-            Column("description", "text"),
-            Column("difficulty_level", "difficultylevel", required=True),
-            Column("order_index", "integer"),
-            Column("parent_topic_id", "character varying"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "name", "character varying(100)", required=True, description="Topic name, unique."
+            ),
+            Column("description", "text", description="What the topic covers."),
+            Column(
+                "difficulty_level",
+                "difficultylevel",
+                required=True,
+                description="Difficulty (enum difficultylevel: BEGINNER to EXPERT).",
+            ),
+            Column(
+                "order_index", "integer", description="Position of the topic in the curriculum."
+            ),
+            Column(
+                "parent_topic_id",
+                "character varying",
+                description="The parent topic (topics.id), for sub-topics.",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -214,22 +376,69 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=1,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("title", "character varying(200)", required=True),
-            Column("question", "jsonb", required=True),
-            Column("difficulty", "character varying(20)", required=True),
-            Column("tags", "json", required=True),
-            Column("hints", "json", required=True),
-            Column("company", "character varying(100)"),
-            Column("topic_id", "character varying"),
-            Column("premium", "boolean"),
-            Column("s3_data_source", "jsonb"),
-            Column("master_solution", "jsonb"),
-            Column("expected_display", "jsonb"),
-            Column("s3_datasets", "jsonb"),
-            Column("expected_hash", "character varying(255)"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column("title", "character varying(200)", required=True, description="Problem title."),
+            Column(
+                "question",
+                "jsonb",
+                required=True,
+                description="The problem as JSON: markdown text, tables with sample rows, output.",
+            ),
+            Column(
+                "difficulty",
+                "character varying(20)",
+                required=True,
+                description="Difficulty as plain text: Easy, Medium or Hard.",
+            ),
+            Column("tags", "json", required=True, description="JSON array of tag strings."),
+            Column("hints", "json", required=True, description="JSON array of hint strings."),
+            Column(
+                "company",
+                "character varying(100)",
+                description="Company the problem is associated with, if any.",
+            ),
+            Column("topic_id", "character varying", description="The topic (topics.id)."),
+            Column("premium", "boolean", description="Whether only premium users see the problem."),
+            Column(
+                "s3_data_source",
+                "jsonb",
+                description="JSON pointer to the problem's dataset in S3.",
+            ),
+            Column(
+                "master_solution",
+                "jsonb",
+                description="JSON rows of the reference solution's result.",
+            ),
+            Column(
+                "expected_display",
+                "jsonb",
+                description="JSON rows shown to the user as the expected output.",
+            ),
+            Column(
+                "s3_datasets", "jsonb", description="JSON array of the problem's datasets in S3."
+            ),
+            Column(
+                "expected_hash",
+                "character varying(255)",
+                description="MD5 hex of the expected result, for quick comparison.",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -241,15 +450,47 @@ TABLES: tuple[TableSpec, ...] = (
         priority=2,
         legacy=True,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("table_name", "character varying(100)", required=True),
-            Column("schema_definition", "jsonb", required=True),
-            Column("sample_data", "jsonb"),
-            Column("indexes", "json"),
-            Column("constraints", "json"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column(
+                "table_name",
+                "character varying(100)",
+                required=True,
+                description="Name of the sandbox table.",
+            ),
+            Column(
+                "schema_definition",
+                "jsonb",
+                required=True,
+                description="JSON definition of the sandbox table's columns.",
+            ),
+            Column("sample_data", "jsonb", description="JSON rows loaded into the sandbox table."),
+            Column("indexes", "json", description="JSON array of the sandbox table's indexes."),
+            Column(
+                "constraints", "json", description="JSON array of the sandbox table's constraints."
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -260,22 +501,70 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("name", "character varying(200)", required=True),
-            Column("description", "text"),
-            Column("input_data", "jsonb", required=True),
-            Column("expected_output", "jsonb", required=True),
-            Column("expected_output_source", "jsonb"),
-            Column("preview_expected_output", "jsonb"),
-            Column("validation_rules", "jsonb"),
-            Column("is_hidden", "boolean"),
-            Column("order_index", "integer"),
-            Column("timeout_seconds", "integer"),
-            Column("memory_limit_mb", "integer"),
-            Column("display_limit", "integer"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column("name", "character varying(200)", required=True, description="Test case name."),
+            Column("description", "text", description="What the test case checks."),
+            Column(
+                "input_data",
+                "jsonb",
+                required=True,
+                description="JSON input of the test case (often {}).",
+            ),
+            Column(
+                "expected_output",
+                "jsonb",
+                required=True,
+                description="JSON rows the query must return.",
+            ),
+            Column(
+                "expected_output_source",
+                "jsonb",
+                description="JSON pointer to the expected output in S3.",
+            ),
+            Column(
+                "preview_expected_output",
+                "jsonb",
+                description="JSON rows shown as a preview of the expected output.",
+            ),
+            Column(
+                "validation_rules", "jsonb", description="JSON rules the result is validated with."
+            ),
+            Column(
+                "is_hidden", "boolean", description="Whether the test case is hidden from the user."
+            ),
+            Column(
+                "order_index",
+                "integer",
+                description="Position of the test case within its problem.",
+            ),
+            Column(
+                "timeout_seconds", "integer", description="Time limit for the query, in seconds."
+            ),
+            Column("memory_limit_mb", "integer", description="Memory limit for the query, in MB."),
+            Column("display_limit", "integer", description="How many result rows are displayed."),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -286,13 +575,35 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="submitted_at",
         priority=1,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("query", "text", required=True),
-            Column("is_correct", "boolean", required=True),
-            Column("execution_time", "integer"),
-            Column("submitted_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column("query", "text", required=True, description="The SQL the user submitted."),
+            Column(
+                "is_correct",
+                "boolean",
+                required=True,
+                description="Whether the submission solved the problem.",
+            ),
+            Column("execution_time", "integer", description="Execution time of the query, in ms."),
+            Column(
+                "submitted_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the user submitted (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -303,17 +614,45 @@ TABLES: tuple[TableSpec, ...] = (
         priority=1,
         legacy=True,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("sql_query", "text", required=True),
-            Column("status", "character varying(20)", required=True),
-            Column("rows_returned", "integer"),
-            Column("execution_time_ms", "integer"),
-            Column("error_message", "text"),
-            Column("result_data", "jsonb"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("completed_at", "timestamp without time zone"),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column("sql_query", "text", required=True, description="The SQL the user submitted."),
+            Column(
+                "status",
+                "character varying(20)",
+                required=True,
+                description="Job status: queued, processing, completed or failed.",
+            ),
+            Column("rows_returned", "integer", description="Number of rows the query returned."),
+            Column(
+                "execution_time_ms", "integer", description="Execution time of the query, in ms."
+            ),
+            Column("error_message", "text", description="The error the query raised, if any."),
+            Column("result_data", "jsonb", description="JSON result of the query."),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "completed_at",
+                "timestamp without time zone",
+                description="When the job completed (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -324,14 +663,48 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("first_query_at", "timestamp with time zone"),
-            Column("completed_at", "timestamp with time zone"),
-            Column("total_time_spent_seconds", "integer"),
-            Column("created_at", "timestamp with time zone", required=True),
-            Column("updated_at", "timestamp with time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column(
+                "first_query_at",
+                "timestamp with time zone",
+                description="When the user first ran a query on the problem.",
+            ),
+            Column(
+                "completed_at",
+                "timestamp with time zone",
+                description="When the user solved the problem.",
+            ),
+            Column(
+                "total_time_spent_seconds",
+                "integer",
+                description="Time spent on the problem, in seconds.",
+            ),
+            Column(
+                "created_at",
+                "timestamp with time zone",
+                required=True,
+                description="When the session started.",
+            ),
+            Column(
+                "updated_at",
+                "timestamp with time zone",
+                required=True,
+                description="When the app last changed the session; places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -341,18 +714,56 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("submission_id", "character varying", required=True),
-            Column("test_case_id", "character varying", required=True),
-            Column("status", "execution_status", required=True),
-            Column("execution_time_ms", "integer"),
-            Column("memory_used_mb", "double precision"),
-            Column("rows_affected", "integer"),
-            Column("query_result", "jsonb"),
-            Column("error_message", "text"),
-            Column("is_correct", "boolean", required=True),
-            Column("validation_details", "jsonb"),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "submission_id",
+                "character varying",
+                required=True,
+                description="The submission (submissions.id).",
+            ),
+            Column(
+                "test_case_id",
+                "character varying",
+                required=True,
+                description="The test case (test_cases.id).",
+            ),
+            Column(
+                "status",
+                "execution_status",
+                required=True,
+                description="Outcome: SUCCESS, ERROR, TIMEOUT or MEMORY_LIMIT (enum).",
+            ),
+            Column("execution_time_ms", "integer", description="Execution time, in ms."),
+            Column("memory_used_mb", "double precision", description="Memory used, in MB."),
+            Column(
+                "rows_affected",
+                "integer",
+                description="Number of rows the query returned or changed.",
+            ),
+            Column("query_result", "jsonb", description="JSON result of the query."),
+            Column("error_message", "text", description="The error the query raised, if any."),
+            Column(
+                "is_correct",
+                "boolean",
+                required=True,
+                description="Whether the result matched the test case.",
+            ),
+            Column(
+                "validation_details",
+                "jsonb",
+                description="JSON details of the comparison with the expected output.",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -364,27 +775,96 @@ TABLES: tuple[TableSpec, ...] = (
         priority=1,
         legacy=True,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("topic_id", "character varying", required=True),
-            Column("problems_attempted", "integer"),
-            Column("problems_solved", "integer"),
-            Column("total_submissions", "integer"),
-            Column("successful_submissions", "integer"),
-            Column("average_execution_time_ms", "double precision"),
-            Column("best_execution_time_ms", "double precision"),
-            Column("total_time_spent_minutes", "integer"),
-            Column("current_difficulty", "difficultylevel"),
-            Column("highest_difficulty_solved", "difficultylevel"),
-            Column("hint_usage_count", "integer"),
-            Column("average_attempts_per_problem", "double precision"),
-            Column("streak_count", "integer"),
-            Column("max_streak_count", "integer"),
-            Column("experience_points", "integer"),
-            Column("first_attempt_at", "timestamp without time zone"),
-            Column("last_activity_at", "timestamp without time zone"),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "topic_id", "character varying", required=True, description="The topic (topics.id)."
+            ),
+            Column(
+                "problems_attempted",
+                "integer",
+                description="Problems of the topic the user attempted.",
+            ),
+            Column(
+                "problems_solved", "integer", description="Problems of the topic the user solved."
+            ),
+            Column(
+                "total_submissions", "integer", description="Submissions on the topic's problems."
+            ),
+            Column(
+                "successful_submissions",
+                "integer",
+                description="Correct submissions on the topic's problems.",
+            ),
+            Column(
+                "average_execution_time_ms",
+                "double precision",
+                description="Average execution time of the user's queries, in ms.",
+            ),
+            Column(
+                "best_execution_time_ms",
+                "double precision",
+                description="Best execution time of the user's queries, in ms.",
+            ),
+            Column(
+                "total_time_spent_minutes",
+                "integer",
+                description="Time spent on the topic, in minutes.",
+            ),
+            Column(
+                "current_difficulty",
+                "difficultylevel",
+                description="Difficulty the user works at (enum difficultylevel).",
+            ),
+            Column(
+                "highest_difficulty_solved",
+                "difficultylevel",
+                description="Highest difficulty solved (enum difficultylevel).",
+            ),
+            Column("hint_usage_count", "integer", description="Hints the user opened."),
+            Column(
+                "average_attempts_per_problem",
+                "double precision",
+                description="Average attempts per problem.",
+            ),
+            Column(
+                "streak_count",
+                "integer",
+                description="Current streak of days with a solved problem.",
+            ),
+            Column("max_streak_count", "integer", description="Longest streak so far."),
+            Column(
+                "experience_points", "integer", description="Experience points earned on the topic."
+            ),
+            Column(
+                "first_attempt_at",
+                "timestamp without time zone",
+                description="When the user first attempted the topic (UTC).",
+            ),
+            Column(
+                "last_activity_at",
+                "timestamp without time zone",
+                description="When the user was last active on the topic (UTC).",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -394,14 +874,35 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=3,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("name", "character varying(100)", required=True),
-            Column("description", "text", required=True),
-            Column("icon_url", "text"),
-            Column("criteria", "jsonb", required=True),
-            Column("points_reward", "integer"),
-            Column("rarity", "character varying(20)"),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "name", "character varying(100)", required=True, description="Badge name, unique."
+            ),
+            Column("description", "text", required=True, description="What the badge is for."),
+            Column("icon_url", "text", description="Address of the badge's icon."),
+            Column(
+                "criteria",
+                "jsonb",
+                required=True,
+                description='JSON criteria for earning the badge, such as {"problems_solved": 10}.',
+            ),
+            Column("points_reward", "integer", description="Points the badge awards."),
+            Column(
+                "rarity",
+                "character varying(20)",
+                description="Rarity: common, rare, epic or legendary.",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -411,10 +912,24 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("badge_id", "character varying", required=True),
-            Column("earned_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "badge_id", "character varying", required=True, description="The badge (badges.id)."
+            ),
+            Column(
+                "earned_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the user earned the badge (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -425,15 +940,36 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("problem_id", "character varying"),
-            Column("content", "text", required=True),
-            Column("code_snippet", "text"),
-            Column("likes", "integer", required=True),
-            Column("comments", "integer", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The author (users.id)."
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                description="The problem the post is about (problems.id), if any.",
+            ),
+            Column("content", "text", required=True, description="The post's text (markdown)."),
+            Column("code_snippet", "text", description="Code attached to the post, if any."),
+            Column("likes", "integer", required=True, description="Number of likes."),
+            Column("comments", "integer", required=True, description="Number of comments."),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -443,10 +979,27 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=3,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("post_id", "character varying", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "post_id",
+                "character varying",
+                required=True,
+                description="The liked post (community_posts.id).",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -456,12 +1009,33 @@ TABLES: tuple[TableSpec, ...] = (
         sync_mode=SyncMode.SNAPSHOT,
         priority=3,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("post_id", "character varying", required=True),
-            Column("parent_id", "character varying"),
-            Column("content", "text", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The author (users.id)."
+            ),
+            Column(
+                "post_id",
+                "character varying",
+                required=True,
+                description="The post commented on (community_posts.id).",
+            ),
+            Column(
+                "parent_id",
+                "character varying",
+                description="The comment replied to (post_comments.id), if any.",
+            ),
+            Column("content", "text", required=True, description="The comment's text."),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -472,14 +1046,51 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("user_id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("bookmark", "boolean", required=True),
-            Column("upvote", "boolean", required=True),
-            Column("downvote", "boolean", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "user_id", "character varying", required=True, description="The user (users.id)."
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column(
+                "bookmark",
+                "boolean",
+                required=True,
+                description="Whether the user bookmarked the problem.",
+            ),
+            Column(
+                "upvote",
+                "boolean",
+                required=True,
+                description="Whether the user upvoted the problem.",
+            ),
+            Column(
+                "downvote",
+                "boolean",
+                required=True,
+                description="Whether the user downvoted the problem.",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -490,15 +1101,50 @@ TABLES: tuple[TableSpec, ...] = (
         cursor_column="updated_at",
         priority=2,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("problem_id", "character varying", required=True),
-            Column("created_by", "character varying", required=True),
-            Column("title", "character varying(200)", required=True),
-            Column("content", "text", required=True),
-            Column("sql_code", "text", required=True),
-            Column("is_official", "boolean", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("updated_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "problem_id",
+                "character varying",
+                required=True,
+                description="The problem (problems.id).",
+            ),
+            Column(
+                "created_by",
+                "character varying",
+                required=True,
+                description="The author (users.id).",
+            ),
+            Column("title", "character varying(200)", required=True, description="Solution title."),
+            Column(
+                "content",
+                "text",
+                required=True,
+                description="Explanation of the solution (markdown).",
+            ),
+            Column("sql_code", "text", required=True, description="The solution's SQL."),
+            Column(
+                "is_official",
+                "boolean",
+                required=True,
+                description="Whether this is the official solution.",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "updated_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the app last changed the row (UTC); places the row in its day.",
+            ),
         ),
     ),
     TableSpec(
@@ -509,12 +1155,34 @@ TABLES: tuple[TableSpec, ...] = (
         priority=4,
         enabled=False,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("cache_key", "character varying(500)", required=True),
-            Column("namespace", "character varying(100)", required=True),
-            Column("data", "jsonb", required=True),
-            Column("expires_at", "timestamp without time zone", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column(
+                "cache_key",
+                "character varying(500)",
+                required=True,
+                description="Cache key, unique within its namespace.",
+            ),
+            Column(
+                "namespace", "character varying(100)", required=True, description="Cache namespace."
+            ),
+            Column("data", "jsonb", required=True, description="JSON cached value."),
+            Column(
+                "expires_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the entry expires (UTC).",
+            ),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
         ),
     ),
     TableSpec(
@@ -525,12 +1193,26 @@ TABLES: tuple[TableSpec, ...] = (
         priority=4,
         enabled=False,
         columns=(
-            Column("id", "character varying", required=True),
-            Column("job_id", "character varying(100)", required=True),
-            Column("data", "jsonb", required=True),
-            Column("status", "character varying(20)", required=True),
-            Column("created_at", "timestamp without time zone", required=True),
-            Column("processed_at", "timestamp without time zone"),
+            Column(
+                "id",
+                "character varying",
+                required=True,
+                description="Primary key: a UUID string the app generates.",
+            ),
+            Column("job_id", "character varying(100)", required=True, description="Queue job id."),
+            Column("data", "jsonb", required=True, description="JSON job payload."),
+            Column("status", "character varying(20)", required=True, description="Job status."),
+            Column(
+                "created_at",
+                "timestamp without time zone",
+                required=True,
+                description="When the row was created (UTC).",
+            ),
+            Column(
+                "processed_at",
+                "timestamp without time zone",
+                description="When the job was processed (UTC).",
+            ),
         ),
     ),
 )

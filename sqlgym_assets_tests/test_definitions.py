@@ -139,3 +139,20 @@ def test_no_private_dagster_module_is_imported() -> None:
     private = re.compile(r"(from|import)\s+dagster\._")
     offenders = [str(path) for path in sources if private.search(path.read_text())]
     assert offenders == []
+
+
+def test_every_column_has_a_description_and_personal_columns_are_tagged_in_the_ui() -> None:
+    graph = _graph()
+    for table in TABLES:
+        lake = graph.get(AssetKey(["sqlgym", table.name])).metadata["dagster/column_schema"]
+        source = graph.get(AssetKey(["postgres", table.name])).metadata["dagster/column_schema"]
+        assert all(column.description for column in lake.columns + source.columns), table.name
+    users = graph.get(AssetKey(["sqlgym", "users"])).metadata["dagster/column_schema"]
+    tagged = {column.name for column in users.columns if "personal" in column.tags}
+    assert tagged == {
+        "email", "first_name", "last_name", "linkedin_url", "profile_image_url", "google_id",
+    }  # fmt: skip
+    assert not {"password_hash", "verification_token"} & {c.name for c in users.columns}
+    source = graph.get(AssetKey(["postgres", "users"])).metadata["dagster/column_schema"]
+    credentials = {column.name for column in source.columns if "credential" in column.tags}
+    assert credentials == {"password_hash", "verification_token"}
