@@ -53,6 +53,7 @@ from sqlgym_assets.source.plan import (
     ContractDrift,
     SourceTableAbsentError,
     check_partition_readable,
+    compare_with_contract,
     partition_window,
 )
 from sqlgym_assets.source.reader import PostgresResource
@@ -289,7 +290,9 @@ def _recorded_facts(
     recorded = records[0].asset_materialization.metadata.get(SOURCE_ROW_COUNT) if records else None
     return PartitionFacts(
         source_row_count=None if recorded is None else int(recorded.value),
-        drift=postgres.drift(table) if SCHEMA_MATCHES_SOURCE in checks else ContractDrift(),
+        drift=compare_with_contract(table, postgres.source_columns(table))
+        if SCHEMA_MATCHES_SOURCE in checks
+        else ContractDrift(),
     )
 
 

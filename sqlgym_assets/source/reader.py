@@ -34,7 +34,6 @@ from sqlgym_assets.source.plan import (
     SOURCE_COLUMNS_SQL,
     ContractDrift,
     Window,
-    compare_with_contract,
     plan_extract,
     window_parameters,
 )
@@ -169,12 +168,10 @@ class PostgresResource(ConfigurableResource):
         cursor.execute(SOURCE_COLUMNS_SQL, parameters=(self.source_schema, table.name))
         return [SourceColumn.from_row(row) for row in cursor.fetchall()]
 
-    def drift(self, table: TableSpec) -> ContractDrift:
-        """How the source table differs from the catalog now (every column removed if the
-        table is missing)."""
+    def source_columns(self, table: TableSpec) -> list[SourceColumn]:
+        """The source table's columns as they are now (empty if the table is missing)."""
         with self.connect() as connection:
-            columns = self._read_source_columns(connection.cursor(), table)
-        return compare_with_contract(table, columns)
+            return self._read_source_columns(connection.cursor(), table)
 
     @contextmanager
     def snapshot(self, table: TableSpec, window: Window | None) -> Iterator[PartitionSnapshot]:
