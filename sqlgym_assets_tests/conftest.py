@@ -16,7 +16,7 @@ from dagster import DagsterInstance
 from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import ensure_database, start_embedded_postgres
 from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV, PERSONAL_DATA_ENV
-from sqlgym_assets_tests.helpers import TEST_PSEUDONYMIZATION_KEY
+from sqlgym_assets_tests.helpers import TEST_PSEUDONYMIZATION_KEY, point_project_at
 
 TEST_DATABASE_URL_ENV = "SQLGYM_TEST_DATABASE_URL"
 AWS_TEST_ENV = {
@@ -63,11 +63,7 @@ def db(database_url: str) -> Iterator[psycopg2.extensions.connection]:
 @pytest.fixture
 def source_env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path) -> Path:
     """Points the project at the test database and a fresh local lake; returns the lake."""
-    lake = tmp_path / "lake"
-    monkeypatch.delenv("SQLGYM_DB_SECRET_ID", raising=False)
-    monkeypatch.setenv("SQLGYM_DATABASE_URL", database_url)
-    monkeypatch.setenv("SQLGYM_LAKE_URL", str(lake))
-    return lake
+    return point_project_at(monkeypatch, database_url, tmp_path / "lake")
 
 
 @pytest.fixture

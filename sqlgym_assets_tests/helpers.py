@@ -70,6 +70,23 @@ def assert_runs_in_a_fresh_interpreter(code: str) -> None:
     assert completed.returncode == 0, completed.stderr[-2000:]
 
 
+def point_project_at(monkeypatch, database_url: str, lake: Path) -> Path:
+    """Points the project at a database (by URL) and a local lake; returns the lake."""
+    monkeypatch.delenv("SQLGYM_DB_SECRET_ID", raising=False)
+    monkeypatch.setenv("SQLGYM_DATABASE_URL", database_url)
+    monkeypatch.setenv("SQLGYM_LAKE_URL", str(lake))
+    return lake
+
+
+def failed_once(result: ExecuteInProcessResult) -> str:
+    """Asserts the run failed in one step, once, without a retry; returns that failure's text."""
+    assert not result.success
+    kinds = [event.event_type_value for event in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in kinds
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    return failure.step_failure_data.error.to_string()
+
+
 def env_lake(**options: str) -> ParquetLakeIOManager:
     """The lake IO manager as the code location configures it: its URL from $SQLGYM_LAKE_URL."""
     return ParquetLakeIOManager(lake_url=EnvVar(LAKE_URL_ENV), **options)

@@ -29,9 +29,11 @@ from sqlgym_assets.demo.embedded_postgres import ensure_database
 from sqlgym_assets.operations import monitor
 from sqlgym_assets.source.plan import contract_schema
 from sqlgym_assets_tests.helpers import (
+    failed_once,
     lake_file,
     lake_rows,
     materialize_tables,
+    point_project_at,
     pseudonymize,
     today,
 )
@@ -109,11 +111,8 @@ def app_db(app_database_url: str) -> Iterator[psycopg2.extensions.connection]:
 
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, app_database_url: str, tmp_path: Path) -> Path:
-    lake = tmp_path / "lake"
-    monkeypatch.delenv("SQLGYM_DB_SECRET_ID", raising=False)
-    monkeypatch.setenv("SQLGYM_DATABASE_URL", app_database_url)
-    monkeypatch.setenv("SQLGYM_LAKE_URL", str(lake))
-    return lake
+    """Points the project at the app-shaped database and a fresh local lake."""
+    return point_project_at(monkeypatch, app_database_url, tmp_path / "lake")
 
 
 def app_rows(connection, table: TableSpec, partition: str) -> list[dict]:
@@ -220,12 +219,7 @@ def test_an_absent_legacy_table_is_a_warning_and_any_other_absent_table_fails_on
         raise_on_error=False,
         retry_policy=RetryPolicy(max_retries=2, delay=0.1),
     )
-    assert not failed.success
-    kinds = [event.event_type_value for event in failed.all_events]
-    assert kinds.count("STEP_FAILURE") == 1
-    assert "STEP_UP_FOR_RETRY" not in kinds
-    (failure,) = [event for event in failed.all_events if event.is_step_failure]
-    assert "public.user_progress" in failure.step_failure_data.error.to_string()
+    assert "public.user_progress" in failed_once(failed)
 
 
 def _busiest_days(connection, table: TableSpec, count: int) -> list[str]:
@@ -294,11 +288,7 @@ def test_a_type_that_cannot_be_converted_fails_once_naming_both_types_and_writes
                 "USING problems_solved::integer"
             )
 
-    assert not result.success
-    kinds = [event.event_type_value for event in result.all_events]
-    assert "STEP_UP_FOR_RETRY" not in kinds
-    (failure,) = [event for event in result.all_events if event.is_step_failure]
-    message = failure.step_failure_data.error.to_string()
+    message = failed_once(result)
     for part in ("public.users", "'problems_solved'", "is text in the source", "integer"):
         assert part in message
     assert not any(app_env.rglob("*.parquet")) if app_env.exists() else True
