@@ -236,7 +236,19 @@ def test_a_type_changed_upstream_between_two_days_leaves_both_days_in_one_schema
 ) -> None:
     sessions = TABLES_BY_NAME["problem_sessions"]
     first_day, second_day = sorted(_busiest_days(app_db, sessions, 2))
-    materialize_tables([sessions], first_day)  # naive timestamps, as the app creates them
+    first = materialize_tables([sessions], first_day)  # naive timestamps, as the app creates
+    drift = {c.check_name: c for c in first.get_asset_check_evaluations()}["schema_matches_source"]
+    assert not drift.passed
+    naive, aware = "timestamp without time zone", "timestamp with time zone"
+    assert drift.metadata["changed_columns"].value == {
+        column: {"contract": aware, "source": naive} for column in SESSION_TIMESTAMPS
+    }
+    assert drift.metadata["converted_columns"].value == list(SESSION_TIMESTAMPS)
+    assert drift.metadata["file_schema_differences"].value == {
+        "missing": [],
+        "unexpected": [],
+        "mistyped": {},
+    }
     with app_db.cursor() as cursor:
         for column in SESSION_TIMESTAMPS:
             cursor.execute(
