@@ -355,3 +355,30 @@ def test_a_bad_secret_fails_once_without_retry(aws_env, instance, monkeypatch) -
     )
 
     failed_once(result)
+
+
+def test_an_rds_managed_secret_is_accepted_as_aws_writes_it(
+    aws_env, database_url, db, monkeypatch
+) -> None:
+    """RDS writes "dbname", may give the port as text, and adds "engine" and other keys."""
+    ours = secret_for(database_url)
+    rds = {
+        "engine": "postgres",
+        "host": ours["host"],
+        "username": ours["username"],
+        "password": ours["password"],
+        "dbname": ours["database"],
+        "port": str(ours["port"]),
+        "dbInstanceIdentifier": "sqlgym-prod",
+    }
+    bucket = create_bucket()
+    use_secret_and_bucket(monkeypatch, create_secret(json.dumps(rds)), bucket)
+    partition = busiest_users_day(db)
+
+    result = materialize_tables([USERS], partition, raise_on_error=False)
+
+    assert result.success, failure_messages(result)
+    (materialization,) = result.asset_materializations_for_node("sqlgym__users")
+    expected = source_rows(db, USERS, window_for(USERS, partition))
+    assert materialization.metadata["dagster/row_count"].value == len(expected) > 0
+    assert users_key(partition) in bucket_keys(bucket)

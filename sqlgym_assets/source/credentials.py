@@ -21,6 +21,9 @@ from sqlgym_assets.aws import region_from_environment
 SECRET_ID_ENV = "SQLGYM_DB_SECRET_ID"
 DATABASE_URL_ENV = "SQLGYM_DATABASE_URL"
 SECRET_KEYS = ("host", "port", "database", "username", "password")
+# RDS-managed secrets name the database "dbname" (and add "engine", which is ignored).
+SECRET_KEY_ALIASES = {"database": "dbname"}
+OPTIONAL_SECRET_KEYS = ("sslmode", "sslrootcert")
 LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
 
@@ -74,16 +77,21 @@ def settings_from_secret(secret_id: str, secret_string: str) -> ConnectionSettin
         values = json.loads(secret_string)
     except ValueError:
         values = None
+    expected = (
+        f"it must hold {list(SECRET_KEYS)} ('dbname' for 'database' as RDS writes it; "
+        f"optional {list(OPTIONAL_SECRET_KEYS)})"
+    )
     if not isinstance(values, dict):
         raise DatabaseConfigurationError(
-            f"AWS Secrets Manager {origin} is not a JSON object; it must hold the keys "
-            f"{list(SECRET_KEYS)} (optional 'sslmode')"
+            f"AWS Secrets Manager {origin} is not a JSON object; {expected}"
         ) from None
+    for key, alias in SECRET_KEY_ALIASES.items():
+        if values.get(key) in (None, ""):
+            values[key] = values.get(alias)
     missing = [key for key in SECRET_KEYS if values.get(key) in (None, "")]
     if missing:
         raise DatabaseConfigurationError(
-            f"AWS Secrets Manager {origin} lacks the key(s) {missing}; it must hold "
-            f"{list(SECRET_KEYS)} (optional 'sslmode')"
+            f"AWS Secrets Manager {origin} lacks the key(s) {missing}; {expected}"
         )
     try:
         port = int(values["port"])
@@ -93,6 +101,8 @@ def settings_from_secret(secret_id: str, secret_string: str) -> ConnectionSettin
         ) from None
     host = str(values["host"])
     query = {"sslmode": str(values.get("sslmode") or ("prefer" if _is_local(host) else "require"))}
+    if values.get("sslrootcert"):
+        query["sslrootcert"] = str(values["sslrootcert"])
     if host.startswith("/"):
         # A socket directory: libpq takes it only as the host query parameter.
         query["host"] = host
