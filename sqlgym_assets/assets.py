@@ -163,8 +163,9 @@ def build_lake_asset(
         parquet_lake: ResourceParam[ParquetLakeIOManager],
     ) -> Iterator[Output | AssetCheckResult]:
         checks = {check_key.name for check_key in context.selected_asset_check_keys}
-        uri = parquet_lake.file_uri(key, context.partition_key)
         with fail_permanent_errors_without_retry():
+            # First: a lake URL that cannot be used fails here, once, before the database is read.
+            uri = parquet_lake.file_uri(key, context.partition_key)
             if key in context.selected_asset_keys:
                 if _sits_out_backfill(context, table):
                     return

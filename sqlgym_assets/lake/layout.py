@@ -72,19 +72,23 @@ class LakeSettings:
 
 
 def lake_settings(url: str | None, **options: str | None) -> LakeSettings:
+    """The lake at ``url``: ``s3://bucket/prefix``, ``file:///absolute/path`` or an absolute path.
+
+    Anything else fails: a relative path (or a mistyped ``s3:/bucket``, which is one) would write
+    the lake into whatever directory the run happens to start in.
+    """
+    accepted = "use s3://bucket/prefix, file:///absolute/path or an absolute path"
     if not url:
-        raise LakeConfigurationError(
-            f"no lake configured: set {LAKE_URL_ENV} to s3://bucket/prefix or a local directory"
-        )
-    if "://" in url and not url.startswith("s3://"):
-        raise LakeConfigurationError(
-            f"{LAKE_URL_ENV} {url!r} is neither s3://bucket/prefix nor a local directory"
-        )
-    if url.startswith("s3://") and not url.removeprefix("s3://").split("/")[0]:
-        raise LakeConfigurationError(f"{LAKE_URL_ENV} {url!r} names no bucket")
-    if not url.startswith("s3://"):
-        url = str(Path(url).expanduser().resolve())
-    return LakeSettings(url=url, **options)
+        raise LakeConfigurationError(f"no lake configured: set {LAKE_URL_ENV}; {accepted}")
+    if url.startswith("s3://"):
+        if not url.removeprefix("s3://").split("/")[0]:
+            raise LakeConfigurationError(f"{LAKE_URL_ENV} {url!r} names no bucket; {accepted}")
+        return LakeSettings(url=url.rstrip("/"), **options)
+    local = url.removeprefix("file://")
+    path = Path(local).expanduser()
+    if ":" in local.split("/")[0] or "://" in local or not path.is_absolute():
+        raise LakeConfigurationError(f"{LAKE_URL_ENV} {url!r} is not a lake URL; {accepted}")
+    return LakeSettings(url=str(path.resolve()), **options)
 
 
 def partition_uri(settings: LakeSettings, table: str, day: date) -> str:

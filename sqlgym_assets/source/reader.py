@@ -11,6 +11,7 @@ write, whatever runs the writer, and a stream read after its transaction ended r
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,7 +29,11 @@ from pydantic import Field
 
 from sqlgym_assets.catalog import TableSpec
 from sqlgym_assets.source.arrow_types import SourceColumn, conform_batch
-from sqlgym_assets.source.credentials import ConnectionSettings, connection_settings
+from sqlgym_assets.source.credentials import (
+    ConnectionSettings,
+    DatabaseConfigurationError,
+    connection_settings,
+)
 from sqlgym_assets.source.plan import (
     SET_WINDOW_SQL,
     SOURCE_COLUMNS_SQL,
@@ -57,6 +62,19 @@ _DRIVER_OPTIONS = {"adbc.postgresql.type_resolver_mode": "builtin"}
 class DatabaseConnectionError(ConnectionError):
     """The database refused or dropped the connection; worth another try. Never carries a
     credential's value."""
+
+
+class DatabaseLoginRefusedError(DatabaseConfigurationError):
+    """The server answered and refused the login: wrong password, unknown user or database, or no
+    CONNECT privilege. Another try would fail the same way (and may lock the account)."""
+
+
+# libpq reports a refused login without its SQLSTATE; these are PostgreSQL's own FATAL messages
+# for 28P01 (invalid_password), 28000 (invalid_authorization_specification), 3D000 and 42501.
+_REFUSED_LOGIN = re.compile(
+    r"password authentication failed|authentication failed for user|role \".*\" does not exist"
+    r"|no pg_hba\.conf entry|database \".*\" does not exist|permission denied for database"
+)
 
 
 class StreamClosedError(RuntimeError):
@@ -155,9 +173,16 @@ class PostgresResource(ConfigurableResource):
                 settings.uri, db_kwargs=_DRIVER_OPTIONS, autocommit=True
             )
         except adbc_driver_manager.Error as error:
+            message = settings.redact(str(error)).strip()
+            if _REFUSED_LOGIN.search(message):
+                raise DatabaseLoginRefusedError(
+                    f"PostgreSQL refused the login with the credentials from {settings.origin}: "
+                    f"{message}. Check the user, its password, the database name and the user's "
+                    "CONNECT privilege; retrying cannot help"
+                ) from None
             raise DatabaseConnectionError(
                 f"could not connect to PostgreSQL with the credentials from {settings.origin}: "
-                f"{settings.redact(str(error)).strip()}"
+                f"{message}"
             ) from None
         try:
             yield connection
