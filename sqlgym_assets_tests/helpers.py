@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
+import http.server
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+import urllib.parse
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,3 +201,75 @@ def busiest_day(connection, table: TableSpec) -> str:
             )
         )
         return cursor.fetchone()[0].isoformat()
+
+
+class FaultyProxy:
+    """An HTTP proxy on loopback in front of a real server (moto's S3) that answers 500 to the
+    requests ``fails`` picks, and passes every other request through unchanged."""
+
+    def __init__(self, upstream: str, fails: Callable[[str, str], bool]) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.fails = fails
+        self.failed: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                body = self._body()
+                if proxy.fails(self.command, self.path):
+                    proxy.failed.append(f"{self.command} {self.path}")
+                    error = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() != "transfer-encoding"
+                }
+                headers["Content-Length"] = str(len(body))
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                payload = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                upstream.close()
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -27,7 +27,13 @@ from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LakeSettings, lake_settings, partition_uri
 from sqlgym_assets.lake.writer import write_partition
 from sqlgym_assets.source.reader import PostgresResource, StreamClosedError
-from sqlgym_assets_tests.helpers import failed_once, lake_file, materialize_tables, today
+from sqlgym_assets_tests.helpers import (
+    FaultyProxy,
+    failed_once,
+    lake_file,
+    materialize_tables,
+    today,
+)
 
 PROBE_SCHEMA = "sqlgym_probe"
 PROBE = sql.Identifier(PROBE_SCHEMA)
@@ -386,6 +392,34 @@ def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object
     assert "division by zero" in str(result.all_events)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == previous
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+
+
+def test_when_s3_fails_the_upload_and_its_abort_the_uploads_own_error_is_raised(
+    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    _create_stream_view(db, "digests")
+    bucket, _ = _s3_lake()
+
+    def s3_outage(method: str, path: str) -> bool:
+        uploading_part = method == "PUT" and "partNumber=" in path
+        aborting = method == "DELETE" and "uploadId=" in path
+        return uploading_part or aborting
+
+    with FaultyProxy(aws_env, fails=s3_outage) as proxy:
+        lake = ParquetLakeIOManager(lake_url=f"s3://{bucket}/lake", s3_endpoint_url=proxy.endpoint)
+        result = materialize_tables(
+            [STREAM],
+            today(),
+            postgres=_probe_reader(batch_size_hint_bytes=256 * 1024),
+            lake=lake,
+            raise_on_error=False,
+        )
+
+    assert any(request.startswith("DELETE") for request in proxy.failed)  # the abort failed too
+    message = failed_once(result)
+    assert "UploadPart" in message
+    assert "AbortMultipartUpload" not in message
 
 
 def test_a_write_that_fails_mid_stream_ends_the_source_transaction_at_once(

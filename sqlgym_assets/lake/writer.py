@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dagster import get_dagster_logger
 
 from sqlgym_assets.lake.layout import LakeSettings
 
@@ -206,9 +207,16 @@ class _S3Upload:
                 part.cancel()
         self._uploader.shutdown(wait=True)
         if error_type is not None and self._upload_id is not None:
-            self._client.abort_multipart_upload(
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-            )
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+                )
+            except Exception as abort_error:  # the write's own error is the one to raise
+                get_dagster_logger().warning(
+                    f"could not abort the failed upload {self._upload_id} of "
+                    f"s3://{self._bucket}/{self._key} ({abort_error}); its parts stay until the "
+                    "bucket's lifecycle rule removes them"
+                )
 
     def send_whole_parts(self) -> None:
         """Queues each whole part the encoder has written since the last call."""
