@@ -5,7 +5,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dagster import AssetKey, DailyPartitionsDefinition
+from dagster import AssetKey, DailyPartitionsDefinition, DefaultSensorStatus
 
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.definitions import defs as load_definitions
@@ -80,6 +80,8 @@ def test_jobs_schedules_and_sensors_are_pinned() -> None:
         "sqlgym_hourly_snapshot",
     }
     assert {sensor.name for sensor in definitions.sensors} == {"sqlgym_run_failure_alert"}
+    (alert,) = definitions.sensors
+    assert alert.default_status == DefaultSensorStatus.RUNNING  # as README describes it
 
 
 def test_steps_share_the_source_database_pool_and_run_in_catalog_priority_order() -> None:

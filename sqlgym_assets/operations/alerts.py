@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from dagster import RunFailureSensorContext, run_failure_sensor
+from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
 
 from sqlgym_assets.assets import lake_asset_key
 from sqlgym_assets.aws import region_from_environment
@@ -98,6 +98,8 @@ def notify(alert: Alert) -> None:
     description=f"Logs one alert line per failed table; posts it to ${WEBHOOK_URL_ENV} "
     f"and/or ${SNS_TOPIC_ARN_ENV} when set.",
     monitor_all_code_locations=False,
+    # On as soon as the daemon runs, as README says: an alert sensor left off alerts nobody.
+    default_status=DefaultSensorStatus.RUNNING,
 )
 def run_failure_alert(context: RunFailureSensorContext) -> None:
     for alert in alerts_for(context):
