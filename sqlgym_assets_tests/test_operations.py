@@ -193,3 +193,21 @@ def test_the_alert_goes_to_sns_when_a_topic_is_set(aws_env, monkeypatch) -> None
 
     (message,) = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"]
     assert json.loads(message["Body"])["Message"] == alert.line()
+
+
+def test_monitor_keeps_the_last_checks_of_the_file_after_a_failed_run(
+    db, source_env, persistent_instance, capsys, monkeypatch
+) -> None:
+    partition = busiest_day(db, USERS)
+    materialize_tables([USERS], partition, instance=persistent_instance)
+    monkeypatch.setenv("SQLGYM_LAKE_URL", "relative/lake")  # the next run fails at once
+    failed = materialize_tables(
+        [USERS], partition, instance=persistent_instance, raise_on_error=False
+    )
+    assert not failed.success
+
+    monitor.main([])
+
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert f"{partition} at" in lines["users"]  # the failure is shown
+    assert lines["users"].rstrip().endswith("4/4 passed")  # and the file's checks still are

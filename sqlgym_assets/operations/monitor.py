@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
+    AssetKey,
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
@@ -107,6 +108,9 @@ def table_status(
         failed_partition = run.tags.get("dagster/partition", "-") if run else "-"
         failed_at = f"{failed_partition} at {_when(failure.timestamp)}"
         error = error_summary(failure.event_log_entry.dagster_event.step_failure_data.error, 90)
+    # A failed run leaves its checks planned, never evaluated: those fall back to the checks
+    # returned with the latest materialization, which describe the file in the lake.
+    with_materialization = _evaluations_of_run(instance, key, success[0].run_id) if success else {}
     failed_checks, not_run, evaluated = [], [], 0
     for name in CHECK_NAMES:
         record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(key, name))
@@ -114,6 +118,8 @@ def table_status(
             continue
         data = record.event.dagster_event.event_specific_data if record.event else None
         if not isinstance(data, AssetCheckEvaluation):  # planned, but its run failed first
+            data = with_materialization.get(name)
+        if data is None:
             not_run.append(name)
             continue
         evaluated += 1
@@ -126,6 +132,16 @@ def table_status(
     else:
         checks = "not run" if not_run else "-"
     return TableStatus(table.name, partition, at, rows, source, failed_at, error, checks)
+
+
+def _evaluations_of_run(
+    instance: DagsterInstance, key: AssetKey, run_id: str
+) -> dict[str, AssetCheckEvaluation]:
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = (record.event_log_entry.dagster_event.event_specific_data for record in records)
+    return {e.check_name: e for e in evaluations if e.asset_key == key}
 
 
 def main(argv: list[str] | None = None) -> None:
