@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo dev test lint format monitor dagster-home clean
+.PHONY: install demo dev shell stop test lint format monitor dagster-home clean
+# The UI's port for `make dev`: `make dev PORT=3001`.
+PORT ?= 3000
 
 install: $(VENV)/.installed
 
@@ -22,7 +24,16 @@ demo: install dagster-home
 	$(BIN)/python -m sqlgym_assets.demo
 
 dev: install dagster-home
-	$(BIN)/python -m sqlgym_assets.demo --serve
+	$(BIN)/python -m sqlgym_assets.demo --serve --port $(PORT)
+
+# A shell with the virtualenv on PATH and the demo's database, lake and DAGSTER_HOME set, for the
+# dagster CLI by hand (`exit` to leave). The same exports: eval "$(python -m sqlgym_assets.demo --env)".
+shell: install dagster-home
+	@eval "$$($(BIN)/python -m sqlgym_assets.demo --env)" && PATH="$(CURDIR)/$(BIN):$$PATH" exec $${SHELL:-bash}
+
+# Stops the demo's embedded PostgreSQL, which `make demo` and `make dev` leave running.
+stop: install
+	$(BIN)/python -m sqlgym_assets.demo --stop
 
 monitor: install dagster-home
 	$(BIN)/sqlgym-monitor
@@ -49,5 +60,7 @@ bench: install
 	$(BIN)/python bench/extract_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/hourly_run.py $(HOURLY_ARGS)
 
+# The demo's lake, instance and database (stopped, its data directory removed).
 clean:
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m sqlgym_assets.demo --stop --remove-data; fi
 	rm -rf .lake .dagster_home

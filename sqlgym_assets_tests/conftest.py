@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,11 @@ import pytest
 from dagster import DagsterInstance
 
 from sqlgym_assets.demo.data import load_demo_data
-from sqlgym_assets.demo.embedded_postgres import ensure_database, start_embedded_postgres
+from sqlgym_assets.demo.embedded_postgres import (
+    ensure_database,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV, PERSONAL_DATA_ENV
 from sqlgym_assets_tests.helpers import TEST_PSEUDONYMIZATION_KEY, point_project_at
 
@@ -41,12 +46,19 @@ def pseudonymization_key(monkeypatch: pytest.MonkeyPatch) -> str:
 def database_url() -> Iterator[str]:
     """A database holding the SQLGym schema and the demo data, loaded once per session."""
     url = os.environ.get(TEST_DATABASE_URL_ENV)
-    if not url:
-        data_dir = Path(tempfile.mkdtemp(prefix="sqlgym-test-pg-")) / "pgdata"
-        server_url = start_embedded_postgres(data_dir, keep_running=False)
+    if url:
+        load_demo_data(url, datetime.now(UTC))
+        yield url
+        return
+    root = Path(tempfile.mkdtemp(prefix="sqlgym-test-pg-"))
+    try:
+        server_url = start_embedded_postgres(root / "pgdata", keep_running=False)
         url = ensure_database(server_url, "sqlgym_test")
-    load_demo_data(url, datetime.now(UTC))
-    yield url
+        load_demo_data(url, datetime.now(UTC))
+        yield url
+    finally:
+        stop_embedded_postgres(root / "pgdata")
+        shutil.rmtree(root, ignore_errors=True)  # about 50 MB a session otherwise
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,7 +135,8 @@ def test_bench_embedded_server_on_loopback_is_read_over_tcp() -> None:
     """`make bench` reads its embedded server over TCP, as production reads its database."""
     from sqlgym_assets.demo.embedded_postgres import stop_embedded_postgres
 
-    data_dir = Path(tempfile.mkdtemp(prefix="sqlgym-bench-tcp-")) / "pgdata"
+    root = Path(tempfile.mkdtemp(prefix="sqlgym-bench-tcp-"))
+    data_dir = root / "pgdata"
     try:
         url = bench.embedded_server_on_loopback(data_dir)
         assert bench.transport_of(url) == "TCP to 127.0.0.1"
@@ -144,4 +146,6 @@ def test_bench_embedded_server_on_loopback_is_read_over_tcp() -> None:
         connection.close()
     finally:
         stop_embedded_postgres(data_dir)
-    assert not (data_dir / "postmaster.pid").exists()
+        stopped = not (data_dir / "postmaster.pid").exists()
+        shutil.rmtree(root, ignore_errors=True)
+    assert stopped

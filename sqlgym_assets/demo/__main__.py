@@ -10,10 +10,13 @@ production install.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -32,6 +35,7 @@ from sqlgym_assets.demo.embedded_postgres import (
     default_data_dir,
     ensure_database,
     start_embedded_postgres,
+    stop_embedded_postgres,
 )
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.operations.console import format_table
@@ -40,6 +44,8 @@ from sqlgym_assets.source.credentials import DATABASE_URL_ENV
 from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV
 
 DEMO_DATABASE = "sqlgym"
+DEMO_DAYS = 7  # the synthetic rows' updated_at and submitted_at span the last seven days
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # The demo's personal data is synthetic, so its key need not be secret; a real lake's must be.
 DEMO_PSEUDONYMIZATION_KEY = "sqlgym-demo-key-synthetic-data-only-not-a-secret"
 
@@ -57,12 +63,38 @@ def prepare_environment(lake: Path, *, scale: int, reload: bool, data_dir: Path)
     url = ensure_database(server_url, DEMO_DATABASE)
     if reload or not _has_demo_data(url):
         counts = load_demo_data(url, datetime.now(UTC), scale=scale)
-        print(f"loaded {sum(counts.values())} synthetic rows into {len(counts)} tables")
+        loaded = f"loaded {sum(counts.values())} synthetic rows into {len(counts)} tables"
+        print(loaded, file=sys.stderr)  # stdout may be read by a shell (--env)
     lake.mkdir(parents=True, exist_ok=True)
     variables = {DATABASE_URL_ENV: url, LAKE_URL_ENV: str(lake.resolve())}
     if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_SECRET_ENV)):
         variables[KEY_ENV] = DEMO_PSEUDONYMIZATION_KEY
     return variables
+
+
+def fill_past_days(variables: dict[str, str], today: str) -> list[tuple[str, int]]:
+    """The demo data's earlier days of the incremental and append tables, as a backfill would
+    write them: the hourly job of those tables, one run per day, in this process."""
+    from sqlgym_assets.definitions import defs
+
+    os.environ.update(variables)
+    job = defs().resolve_job_def("sqlgym_hourly_incremental_job")
+    filled = []
+    with DagsterInstance.get() as instance:
+        for days_ago in range(DEMO_DAYS - 1, 0, -1):
+            day = (date.fromisoformat(today) - timedelta(days=days_ago)).isoformat()
+            result = job.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                tags={"dagster/backfill": "sqlgym-demo"},
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+            rows = sum(
+                int(event.materialization.metadata["dagster/row_count"].value)
+                for event in result.get_asset_materialization_events()
+            )
+            filled.append((day, rows))
+    return filled
 
 
 def materialize_today(variables: dict[str, str]) -> str:
@@ -79,6 +111,9 @@ def materialize_today(variables: dict[str, str]) -> str:
         ",".join(lake_asset_key(table).to_user_string() for table in TABLES),
         "--partition",
         partition,
+        # The project's lines (what each table read and wrote), not Dagster's event stream.
+        "--config-json",
+        json.dumps(QUIET_LOGS),
     ]
     subprocess.run(command, check=True, env={**os.environ, **variables})
     return partition
@@ -140,20 +175,48 @@ def main(argv: list[str] | None = None) -> None:
         default=default_data_dir("demo"),
         help="the embedded PostgreSQL's data directory (keep it outside the checkout)",
     )
-    parser.add_argument(
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
         "--serve",
         action="store_true",
         help="start the database (loading data if it has none) and `dagster dev` on it",
     )
+    action.add_argument(
+        "--env",
+        action="store_true",
+        help="start the database (loading data if it has none) and print the shell exports that "
+        'point the dagster CLI at it: eval "$(python -m sqlgym_assets.demo --env)"',
+    )
+    action.add_argument(
+        "--stop", action="store_true", help="stop the demo's PostgreSQL (its data stays)"
+    )
+    parser.add_argument("--port", type=int, default=3000, help="the UI's port with --serve")
+    parser.add_argument(
+        "--remove-data", action="store_true", help="with --stop, delete the data directory too"
+    )
     args = parser.parse_args(argv)
-    if args.serve:
+    if args.stop:
+        stop_embedded_postgres(args.pg_data)
+        if args.remove_data:
+            shutil.rmtree(args.pg_data, ignore_errors=True)
+        return
+    if args.serve or args.env:
         variables = prepare_environment(
             args.lake, scale=args.scale, reload=False, data_dir=args.pg_data
         )
+        if args.env:
+            home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+            home.mkdir(parents=True, exist_ok=True)  # Dagster refuses a home that is missing
+            for name, value in {"DAGSTER_HOME": str(home), **variables}.items():
+                print(f"export {name}={shlex.quote(value)}")
+            return
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
+        command += ["-p", str(args.port)]
         os.execve(sys.executable, command, {**os.environ, **variables})
     variables = prepare_environment(args.lake, scale=args.scale, reload=True, data_dir=args.pg_data)
     partition = materialize_today(variables)
+    for day, rows in fill_past_days(variables, partition):
+        print(f"filled {day}: {rows} rows of the incremental and append tables")
     print(f"\nSQLGym lake, partition {partition}:")
     print(format_table(("table", "mode", "rows", "checks", "file"), summary_rows(partition)))
 
