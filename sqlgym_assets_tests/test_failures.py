@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 from dagster import RetryPolicy
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
+from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
     busiest_day,
     failed_once,
@@ -81,3 +84,31 @@ def test_a_login_or_grant_the_server_refuses_fails_once(
     message = failed_once(result)
     assert expected in message
     assert not lake.exists() or not any(lake.rglob("*.parquet"))
+
+
+def test_a_read_behind_a_migrations_lock_times_out_clearly_and_its_retry_succeeds(
+    db, database_url, source_env
+) -> None:
+    """A migration holds ACCESS EXCLUSIVE on users for 4 s; each read gives up after 0.3 s."""
+    partition = busiest_day(db, USERS)
+    migration = psycopg2.connect(database_url)
+    with migration.cursor() as cursor:
+        cursor.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    released = threading.Timer(4, migration.rollback)
+    released.start()
+    try:
+        result = materialize_tables(
+            [USERS],
+            partition,
+            postgres=PostgresResource(lock_timeout_seconds=0.3),
+            retry_policy=RetryPolicy(max_retries=4, delay=1.5),
+        )
+    finally:
+        released.join()
+        migration.close()
+
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries
+    message = retries[0].event_specific_data.error.to_string()
+    assert "lock timeout" in message and "public.users" in message

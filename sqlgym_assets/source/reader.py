@@ -77,6 +77,18 @@ _REFUSED_LOGIN = re.compile(
 )
 
 
+class DatabaseTimeoutError(TimeoutError):
+    """A read waited longer for a lock, or ran longer, than the resource allows; worth a retry."""
+
+
+_TIMEOUT_SQLSTATES = {"55P03": "lock timeout", "57014": "statement timeout"}
+# After BEGIN: the snapshot's instant, its backend, and its timeouts (transaction-local).
+_START_SNAPSHOT_SQL = (
+    "SELECT now(), pg_backend_pid(), "
+    "set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)"
+)
+
+
 class StreamClosedError(RuntimeError):
     """A partition's stream was read after its snapshot transaction had ended."""
 
@@ -156,10 +168,44 @@ class PostgresResource(ConfigurableResource):
         description="Target size of one Arrow record batch (one Parquet row group); bounds "
         "the extract's memory.",
     )
+    lock_timeout_seconds: float = Field(
+        default=60,
+        description="How long a read waits for a lock (behind a migration's ACCESS EXCLUSIVE "
+        "lock, say) before it gives up and is retried; 0 waits forever.",
+    )
+    statement_timeout_seconds: float = Field(
+        default=30 * 60,
+        description="The longest one statement of a read may run, the extract's COPY included; "
+        "0 for no limit.",
+    )
     secretsmanager: SecretsManagerResource = Field(
         default_factory=SecretsManagerResource,
         description="Secrets Manager client settings (region, endpoint_url, ...).",
     )
+
+    def _timeouts(self) -> tuple[str, str]:
+        return (
+            f"{round(self.lock_timeout_seconds * 1000)}ms",
+            f"{round(self.statement_timeout_seconds * 1000)}ms",
+        )
+
+    @contextmanager
+    def _explained_timeouts(self, table: TableSpec) -> Iterator[None]:
+        try:
+            yield
+        except adbc_driver_manager.Error as error:
+            if error.sqlstate not in _TIMEOUT_SQLSTATES:
+                raise
+            limits = (
+                f"lock_timeout {self.lock_timeout_seconds} s, "
+                f"statement_timeout {self.statement_timeout_seconds} s"
+            )
+            raise DatabaseTimeoutError(
+                f"reading {self.source_schema}.{table.name} (asset sqlgym/{table.name}) hit the "
+                f"{_TIMEOUT_SQLSTATES[error.sqlstate]} ({limits}): another session held the "
+                "table, or the database was slow. The step is retried; if it keeps failing, look "
+                "for a long migration or lock in pg_stat_activity"
+            ) from error
 
     def connection_settings(self) -> ConnectionSettings:
         return connection_settings(self.secret_id, self.secretsmanager)
@@ -211,20 +257,21 @@ class PostgresResource(ConfigurableResource):
                 **{_BATCH_SIZE_HINT_OPTION: str(self.batch_size_hint_bytes)}
             )
             cursor.execute(_BEGIN_SNAPSHOT)
-            source_columns = self._read_source_columns(cursor, table)
-            plan = plan_extract(table, source_columns, self.source_schema)
-            if window is not None:
-                cursor.execute(SET_WINDOW_SQL, parameters=window_parameters(window))
-                cursor.fetchall()
-            cursor.execute("SELECT now(), pg_backend_pid()")
-            read_at, backend_pid = cursor.fetchone()
-            cursor.execute(plan.count_sql)
-            (source_row_count,) = cursor.fetchone()
-            null_cursor_rows = 0
-            if plan.null_cursor_count_sql is not None:
-                cursor.execute(plan.null_cursor_count_sql)
-                (null_cursor_rows,) = cursor.fetchone()
-            cursor.execute(plan.select_sql)
+            cursor.execute(_START_SNAPSHOT_SQL, parameters=self._timeouts())
+            read_at, backend_pid, *_ = cursor.fetchone()
+            with self._explained_timeouts(table):
+                source_columns = self._read_source_columns(cursor, table)
+                plan = plan_extract(table, source_columns, self.source_schema)
+                if window is not None:
+                    cursor.execute(SET_WINDOW_SQL, parameters=window_parameters(window))
+                    cursor.fetchall()
+                cursor.execute(plan.count_sql)
+                (source_row_count,) = cursor.fetchone()
+                null_cursor_rows = 0
+                if plan.null_cursor_count_sql is not None:
+                    cursor.execute(plan.null_cursor_count_sql)
+                    (null_cursor_rows,) = cursor.fetchone()
+                cursor.execute(plan.select_sql)
 
             def prepare(batch: pa.RecordBatch) -> pa.RecordBatch:
                 conformed = conform_batch(batch, plan.arrow_schema)
