@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -152,7 +154,10 @@ def write_partition(
 
 
 def _upload(settings: LakeSettings, uri: str, stream: BatchStream) -> tuple[int, int]:
-    with tempfile.TemporaryDirectory(prefix="sqlgym-") as staging:
+    root = Path(tempfile.gettempdir()) / STAGING_FOLDER
+    root.mkdir(exist_ok=True)
+    _remove_if_writer_died(root.iterdir())
+    with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=root) as staging:
         staged = Path(staging) / "partition.parquet"
         with _S3Upload(settings, staged, uri) as upload:
             rows = _encode(stream, staged, after_batch=upload.send_whole_parts)
@@ -162,7 +167,8 @@ def _upload(settings: LakeSettings, uri: str, stream: BatchStream) -> tuple[int,
 
 def _replace_local(target: Path, stream: BatchStream) -> tuple[int, int]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    _remove_if_writer_died(target.parent.glob(f".{target.name}.*.tmp"))
+    staged = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
     try:
         rows = _encode(stream, staged)
         with open(staged, "rb") as staged_file:
@@ -174,9 +180,44 @@ def _replace_local(target: Path, stream: BatchStream) -> tuple[int, int]:
     return rows, size
 
 
+# Files being written to S3 are staged here, in a folder of their own, each under the writer's pid.
+STAGING_FOLDER = "sqlgym-staging"
+
+
+def _remove_if_writer_died(staged: Iterable[Path]) -> None:
+    """Removes what a writer killed mid-write (kill -9, out of memory) left: staged files and
+    folders named after a pid that no longer runs on this machine."""
+    for path in staged:
+        pid = _writer_pid(path)
+        if pid is not None and not _running(pid):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _writer_pid(path: Path) -> int | None:
+    """The pid in a staged name: ``<pid>-<random>`` (a folder) or ``.<file>.<pid>-<random>.tmp``."""
+    tag = path.name if path.is_dir() else path.name.removesuffix(".tmp").rsplit(".", 1)[-1]
+    pid = tag.split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 # S3 takes parts of 5 MiB and more (the last may be smaller).
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 UPLOAD_CHECKSUM = "CRC32"  # what boto3's own managed uploads send
+# An unfinished upload of the key being written, started this long ago, is a dead writer's.
+STALE_UPLOAD_AGE = timedelta(minutes=15)
 
 
 class _S3Upload:
@@ -199,7 +240,19 @@ class _S3Upload:
         self._upload_id: str | None = None
 
     def __enter__(self) -> _S3Upload:
+        self._abort_stale_uploads()
         return self
+
+    def _abort_stale_uploads(self) -> None:
+        """Aborts unfinished uploads of this very key that a killed writer left (their parts are
+        billed until then); one run per partition means none of them is still being written."""
+        stale_before = datetime.now(UTC) - STALE_UPLOAD_AGE
+        listing = self._client.list_multipart_uploads(Bucket=self._bucket, Prefix=self._key)
+        for upload in listing.get("Uploads", []):
+            if upload["Key"] == self._key and upload["Initiated"] < stale_before:
+                self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=upload["UploadId"]
+                )
 
     def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         if error_type is not None:
