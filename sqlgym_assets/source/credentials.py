@@ -45,6 +45,15 @@ class ConnectionSettings:
                 text = text.replace(value, "***")
         return text
 
+    def with_default(self, **parameters: str) -> ConnectionSettings:
+        """The same credentials with libpq parameters added where the source set none."""
+        url = sa.engine.make_url(self.uri)
+        missing = {name: value for name, value in parameters.items() if name not in url.query}
+        if not missing:
+            return self
+        uri = url.update_query_dict(missing).render_as_string(hide_password=False)
+        return ConnectionSettings(uri=uri, origin=self.origin, sensitive=(*self.sensitive, uri))
+
 
 class _DropSecretBodies(logging.Filter):
     """botocore logs every response body at DEBUG, GetSecretValue's included: drop those."""

@@ -70,10 +70,13 @@ class DatabaseLoginRefusedError(DatabaseConfigurationError):
 
 
 # libpq reports a refused login without its SQLSTATE; these are PostgreSQL's own FATAL messages
-# for 28P01 (invalid_password), 28000 (invalid_authorization_specification), 3D000 and 42501.
+# for 28P01 (invalid_password), 28000 (invalid_authorization_specification), 3D000 and 42501, and
+# libpq's own when the server's certificate fails verification (sslmode verify-ca/verify-full).
 _REFUSED_LOGIN = re.compile(
     r"password authentication failed|authentication failed for user|role \".*\" does not exist"
     r"|no pg_hba\.conf entry|database \".*\" does not exist|permission denied for database"
+    r"|certificate verify failed|server certificate for \".*\" does not match"
+    r"|root certificate file \".*\" does not exist"
 )
 
 
@@ -168,6 +171,11 @@ class PostgresResource(ConfigurableResource):
         description="Target size of one Arrow record batch (one Parquet row group); bounds "
         "the extract's memory.",
     )
+    sslrootcert: str | None = Field(
+        default=None,
+        description="CA bundle that verifies the server's certificate, for sslmode=verify-full "
+        "(on AWS the RDS global bundle); a secret's or URL's own sslrootcert wins.",
+    )
     lock_timeout_seconds: float = Field(
         default=60,
         description="How long a read waits for a lock (behind a migration's ACCESS EXCLUSIVE "
@@ -208,7 +216,8 @@ class PostgresResource(ConfigurableResource):
             ) from error
 
     def connection_settings(self) -> ConnectionSettings:
-        return connection_settings(self.secret_id, self.secretsmanager)
+        settings = connection_settings(self.secret_id, self.secretsmanager)
+        return settings.with_default(sslrootcert=self.sslrootcert) if self.sslrootcert else settings
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
@@ -223,8 +232,9 @@ class PostgresResource(ConfigurableResource):
             if _REFUSED_LOGIN.search(message):
                 raise DatabaseLoginRefusedError(
                     f"PostgreSQL refused the login with the credentials from {settings.origin}: "
-                    f"{message}. Check the user, its password, the database name and the user's "
-                    "CONNECT privilege; retrying cannot help"
+                    f"{message}. Check the user, its password, the database name, the user's "
+                    "CONNECT privilege and, with sslmode verify-full, the CA bundle (sslrootcert) "
+                    "and the host name; retrying cannot help"
                 ) from None
             raise DatabaseConnectionError(
                 f"could not connect to PostgreSQL with the credentials from {settings.origin}: "
