@@ -5,12 +5,14 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dagster import AssetKey, DailyPartitionsDefinition, DefaultSensorStatus
+import yaml
+from dagster import AssetKey, DailyPartitionsDefinition, DefaultSensorStatus, instance_for_test
 
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.definitions import defs as load_definitions
 from sqlgym_assets_tests.helpers import assert_runs_in_a_fresh_interpreter
 
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TABLE_NAMES = {
     "users", "followers", "helpful_links", "topics", "problems", "problem_schemas", "test_cases",
     "submissions", "problem_submissions", "problem_sessions", "execution_results",
@@ -158,3 +160,13 @@ def test_every_column_has_a_description_and_personal_columns_are_tagged_in_the_u
     source = graph.get(AssetKey(["postgres", "users"])).metadata["dagster/column_schema"]
     credentials = {column.name for column in source.columns if "credential" in column.tags}
     assert credentials == {"password_hash", "verification_token"}
+
+
+def test_the_instance_settings_load_with_run_monitoring_and_retries_on() -> None:
+    settings = yaml.safe_load((REPOSITORY_ROOT / "dagster.yaml").read_text())
+    with instance_for_test(overrides=settings) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_max_runtime_seconds == 7200
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
