@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +27,7 @@ from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV, PERSONAL_
 from sqlgym_assets_tests.helpers import TEST_PSEUDONYMIZATION_KEY, point_project_at
 
 TEST_DATABASE_URL_ENV = "SQLGYM_TEST_DATABASE_URL"
+_TEST_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -110,3 +114,56 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_endpoint() -> Iterator[str]:
+    """A real S3 server (SeaweedFS's `weed mini`) on loopback: it honours SSE headers, multipart
+    uploads and conditional writes as S3 does, where moto accepts what S3 servers refuse."""
+    root = Path(tempfile.mkdtemp(prefix="sqlgym-test-s3-"))
+    ports = {name: _free_port() for name in ("s3", "master", "volume", "filer")}
+    grpc = {f"{name}.port.grpc": _free_port() for name in ("master", "volume", "filer")}
+    command = [
+        str(Path(sys.executable).parent / "weed"),
+        "mini",
+        f"-dir={root}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-admin.ui=false",
+        *(f"-{name}.port={port}" for name, port in ports.items()),
+        *(f"-{name}={port}" for name, port in grpc.items()),
+    ]
+    with open(root / "weed.log", "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    try:
+        _wait_for_s3(endpoint, server, root / "weed.log")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_for_s3(endpoint: str, server: subprocess.Popen, log: Path) -> None:
+    import boto3
+    import botocore.exceptions
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_TEST_KEYS)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            client.list_buckets()
+            return
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                output = log.read_text()[-3000:]
+                raise AssertionError(f"weed mini did not start: {output}") from None
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def s3_server_env(aws_env: str, seaweedfs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """S3 on SeaweedFS, Secrets Manager, SNS and KMS on moto; returns the S3 endpoint."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs_endpoint)
+    return seaweedfs_endpoint

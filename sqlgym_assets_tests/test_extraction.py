@@ -6,12 +6,17 @@ factory, resource and IO manager with a catalog entry made for them.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import boto3
 import psycopg2
@@ -230,6 +235,12 @@ def test_an_optional_catalog_column_missing_from_the_source_is_written_as_nulls_
     assert schema.metadata["file_schema_differences"].value["missing"] == []
 
 
+# In the extract only, not in its count: both run as COPY in one snapshot, and only the extract
+# names the payload column.
+STALL_AT_ROW_30000 = (
+    "CASE WHEN n = 30000 AND strpos(current_query(), 'payload') > 0 "
+    "THEN (SELECT 'z' FROM pg_sleep(60)) ELSE '' END"
+)
 HEX_PAYLOAD = "(SELECT string_agg(md5((n * 8 + k)::text), '') FROM generate_series(1, 8) AS k)"
 
 
@@ -246,6 +257,8 @@ def _create_stream_view(db, failure: str) -> None:
         # Hex digests: Snappy cannot shrink them, so 40,000 rows make a file of about 10 MB.
         "digests": HEX_PAYLOAD,
         "digests_error": f"{HEX_PAYLOAD} || (1 / (30000 - n))::text",
+        # Stalls at row 30,000, after the first part has gone up: a writer to kill mid-upload.
+        "digests_stall": f"{HEX_PAYLOAD} || {STALL_AT_ROW_30000}",
     }[failure]
     with db.cursor() as cursor:
         view = sql.SQL(
@@ -347,7 +360,7 @@ def _s3_lake() -> tuple[str, ParquetLakeIOManager]:
 
 
 def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
-    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest
     reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
@@ -371,7 +384,7 @@ def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
 
 
 def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object(
-    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
@@ -395,7 +408,7 @@ def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object
 
 
 def test_when_s3_fails_the_upload_and_its_abort_the_uploads_own_error_is_raised(
-    probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
+    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     _create_stream_view(db, "digests")
@@ -406,7 +419,7 @@ def test_when_s3_fails_the_upload_and_its_abort_the_uploads_own_error_is_raised(
         aborting = method == "DELETE" and "uploadId=" in path
         return uploading_part or aborting
 
-    with FaultyProxy(aws_env, fails=s3_outage) as proxy:
+    with FaultyProxy(s3_server_env, fails=s3_outage) as proxy:
         lake = ParquetLakeIOManager(lake_url=f"s3://{bucket}/lake", s3_endpoint_url=proxy.endpoint)
         result = materialize_tables(
             [STREAM],
@@ -498,3 +511,102 @@ def test_a_stream_read_after_its_snapshot_ended_fails_and_writes_nothing(
     with pytest.raises(StreamClosedError, match="stream"):
         write_partition(settings, uri, snapshot.stream)
     assert not source_env.exists() or not any(source_env.rglob("*.parquet"))
+
+
+KILLED_WRITER = """
+import sys
+from sqlgym_assets.lake import writer
+from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
+from sqlgym_assets.source.reader import PostgresResource
+from sqlgym_assets_tests.helpers import materialize_tables
+from sqlgym_assets_tests.test_extraction import PROBE_SCHEMA, STREAM
+
+writer.UPLOAD_PART_BYTES = 5 * 1024 * 1024
+materialize_tables(
+    [STREAM],
+    sys.argv[2],
+    postgres=PostgresResource(source_schema=PROBE_SCHEMA, batch_size_hint_bytes=256 * 1024),
+    lake=ParquetLakeIOManager(lake_url=sys.argv[1]),
+)
+"""
+
+
+def _uploads(bucket: str) -> list[dict]:
+    return boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_a_run_killed_mid_upload_leaves_the_previous_object_and_the_next_write_cleans_up(
+    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    monkeypatch.setattr(writer, "STALE_UPLOAD_AGE", timedelta(0))
+    reader, partition = _probe_reader(batch_size_hint_bytes=256 * 1024), today()
+    bucket, s3_lake = _s3_lake()
+    key = s3_lake.file_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
+    _create_stream_view(db, "digests")
+    materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake)
+    s3 = boto3.client("s3")
+    previous = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    _create_stream_view(db, "digests_stall")
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, s3_lake.lake_url, partition],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    deadline = time.monotonic() + 120
+    while not any(upload["Key"] == key for upload in _uploads(bucket)):  # a part is on its way
+        assert run.poll() is None and time.monotonic() < deadline, "the writer never uploaded"
+        time.sleep(0.2)
+    time.sleep(1)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    with db.cursor() as cursor:  # its backend streams or sleeps on; end it, as a server would
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE %s AND pid <> pg_backend_pid()",
+            ("%sqlgym_probe.stream%",),
+        )
+    staged = Path(tempfile.gettempdir()) / writer.STAGING_FOLDER
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == previous
+    assert [upload["Key"] for upload in _uploads(bucket)] == [key]  # what kill -9 leaves
+    assert any(path.name.startswith(f"{run.pid}-") for path in staged.iterdir())
+
+    _create_stream_view(db, "digests")
+    materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake)
+
+    assert _uploads(bucket) == []
+    assert not any(path.name.startswith(f"{run.pid}-") for path in staged.iterdir())
+    assert (
+        pq.read_metadata(
+            pa.BufferReader(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        ).num_rows
+        == STREAM_ROWS
+    )
+
+
+def test_two_runs_writing_one_partition_at_once_leave_one_whole_object(
+    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
+    reader, partition = _probe_reader(batch_size_hint_bytes=256 * 1024), today()
+    bucket, s3_lake = _s3_lake()
+    key = s3_lake.file_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]
+    _create_stream_view(db, "digests")
+    results = []
+
+    def write() -> None:
+        results.append(materialize_tables([STREAM], partition, postgres=reader, lake=s3_lake))
+
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+
+    assert [result.success for result in results] == [True, True]
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    table = pq.read_table(pa.BufferReader(body))
+    assert table.num_rows == STREAM_ROWS
+    assert _uploads(bucket) == []
+    records = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="lake/_metadata/stream/")
+    assert len(records["Contents"]) == 2  # conditional writes: neither record overwrote the other

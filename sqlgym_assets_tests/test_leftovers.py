@@ -30,7 +30,7 @@ def dead_pid() -> int:
 
 
 def test_a_dead_writers_staged_folder_goes_with_the_next_s3_write_and_a_live_ones_stays(
-    aws_env,
+    s3_server_env,
 ) -> None:
     root = Path(tempfile.gettempdir()) / writer.STAGING_FOLDER
     root.mkdir(exist_ok=True)
@@ -67,7 +67,7 @@ def test_a_dead_writers_staged_file_goes_with_the_next_local_write(tmp_path: Pat
 
 
 def test_the_next_write_of_a_key_aborts_its_stale_unfinished_uploads(
-    aws_env, monkeypatch: pytest.MonkeyPatch
+    s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "STALE_UPLOAD_AGE", timedelta(0))
     s3 = boto3.client("s3")

@@ -155,7 +155,7 @@ BAD_SECRETS = {
 
 
 def test_s3_end_to_end_with_credentials_from_secrets_manager(
-    aws_env, database_url, db, monkeypatch, tmp_path
+    s3_server_env, database_url, db, monkeypatch, tmp_path
 ) -> None:
     bucket = create_bucket()
     secret_id = create_secret(json.dumps(secret_for(database_url)))
@@ -202,7 +202,7 @@ def test_s3_objects_use_the_configured_kms_key(aws_env, source_env, db, monkeypa
     assert head["SSEKMSKeyId"].split("/")[-1] == key_id
 
 
-def test_the_lake_reads_partitions_back_from_s3(aws_env, source_env, db, monkeypatch) -> None:
+def test_the_lake_reads_partitions_back_from_s3(s3_server_env, source_env, db, monkeypatch) -> None:
     bucket = create_bucket()
     lake_url = f"s3://{bucket}/{PREFIX}"
     monkeypatch.setenv("SQLGYM_LAKE_URL", lake_url)
@@ -217,7 +217,7 @@ def test_the_lake_reads_partitions_back_from_s3(aws_env, source_env, db, monkeyp
 
 
 def test_a_downstream_asset_loads_the_partition_from_s3(
-    aws_env, source_env, db, monkeypatch
+    s3_server_env, source_env, db, monkeypatch
 ) -> None:
     bucket = create_bucket()
     monkeypatch.setenv("SQLGYM_LAKE_URL", f"s3://{bucket}/{PREFIX}")
@@ -324,7 +324,7 @@ def test_no_database_configured_names_both_variables(instance, monkeypatch, tmp_
 
 
 def test_the_secret_wins_over_the_database_url(
-    aws_env, database_url, db, monkeypatch, tmp_path
+    s3_server_env, database_url, db, monkeypatch, tmp_path
 ) -> None:
     bucket = create_bucket()
     secret_id = create_secret(json.dumps(secret_for(database_url)))
@@ -358,7 +358,7 @@ def test_a_bad_secret_fails_once_without_retry(aws_env, instance, monkeypatch) -
 
 
 def test_an_rds_managed_secret_is_accepted_as_aws_writes_it(
-    aws_env, database_url, db, monkeypatch
+    s3_server_env, database_url, db, monkeypatch
 ) -> None:
     """RDS writes "dbname", may give the port as text, and adds "engine" and other keys."""
     ours = secret_for(database_url)
