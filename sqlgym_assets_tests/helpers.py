@@ -82,6 +82,25 @@ def point_project_at(monkeypatch, database_url: str, lake: Path) -> Path:
     return lake
 
 
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run_command(
+    command: Sequence[str], environment: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """A command of the virtualenv (dagster, dg, ...) run from the repository root, as a user
+    runs it; its output is captured."""
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]],
+        cwd=REPOSITORY_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def failed_once(result: ExecuteInProcessResult) -> str:
     """Asserts the run failed in one step, once, without a retry; returns that failure's text."""
     assert not result.success

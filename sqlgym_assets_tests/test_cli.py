@@ -1,18 +1,21 @@
 """The command lines a user runs, in a subprocess from the repository root, as they run them."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
 from sqlgym_assets.source.plan import partition_window
-from sqlgym_assets_tests.helpers import busiest_day, by_key, lake_file, lake_rows, source_rows
+from sqlgym_assets_tests.helpers import (
+    busiest_day,
+    by_key,
+    lake_file,
+    lake_rows,
+    run_command,
+    source_rows,
+)
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 USERS = TABLES_BY_NAME["users"]
 
 
@@ -42,14 +45,7 @@ def test_cli_materializes_one_partition_into_the_lake(
     }
     environment.pop("SQLGYM_DB_SECRET_ID", None)
 
-    completed = subprocess.run(
-        [str(BIN / command[0]), *command[1:], "--partition", partition],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    completed = run_command([*command, "--partition", partition], environment, timeout=300)
 
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     path = lake_file(lake, "users", partition)

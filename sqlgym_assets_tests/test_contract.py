@@ -9,8 +9,6 @@ it has must sync exactly, into the same schema as a production database gives.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,10 +33,10 @@ from sqlgym_assets_tests.helpers import (
     materialize_tables,
     point_project_at,
     pseudonymize,
+    run_command,
     today,
 )
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 APP_DATABASE = "sqlgym_app_shaped"
 LEGACY = {"problem_schemas", "problem_submissions", "user_progress"}
 SESSION_TIMESTAMPS = ("first_query_at", "completed_at", "created_at", "updated_at")
@@ -154,17 +152,13 @@ def test_every_table_of_the_apps_own_database_syncs_into_the_contract(
         "SQLGYM_DATABASE_URL": app_database_url,
         "SQLGYM_LAKE_URL": str(lake),
     }
-    completed = subprocess.run(
+    completed = run_command(
         [
-            *(sys.executable, "-m", "dagster", "asset", "materialize"),
-            *("-m", "sqlgym_assets.definitions", "--partition", partition),
+            *("dagster", "asset", "materialize", "-m", "sqlgym_assets.definitions"),
+            *("--partition", partition),
             *("--select", ",".join(lake_asset_key(t).to_user_string() for t in TABLES)),
         ],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        environment,
     )
 
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -11,19 +11,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg2
 import yaml
 from dagster import DagsterEventType, DagsterRunStatus, instance_for_test
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
-from sqlgym_assets_tests.helpers import busiest_day, lake_file
+from sqlgym_assets_tests.helpers import BIN, REPOSITORY_ROOT, busiest_day, lake_file, run_command
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 USERS = TABLES_BY_NAME["users"]
 
 
@@ -77,16 +73,13 @@ def test_a_killed_run_worker_is_failed_retried_and_its_partition_written(
             stderr=subprocess.STDOUT,
         )
     try:
-        launched = subprocess.run(
+        launched = run_command(
             [
-                *(str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml"),
+                *("dagster", "job", "launch", "-w", "workspace.yaml"),
                 *("-j", "sqlgym_hourly_incremental_job"),
                 *("--tags", json.dumps({"dagster/partition": partition})),
             ],
-            cwd=REPOSITORY_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
+            environment,
             timeout=120,
         )
         assert launched.returncode == 0, launched.stderr[-3000:]
