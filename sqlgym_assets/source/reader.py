@@ -65,14 +65,15 @@ class DatabaseConnectionError(ConnectionError):
 
 
 class DatabaseLoginRefusedError(DatabaseConfigurationError):
-    """The server answered and refused the login: wrong password, unknown user or database, or no
-    CONNECT privilege. Another try would fail the same way (and may lock the account)."""
+    """The login cannot succeed: the server refused it (wrong password, unknown user or database,
+    no CONNECT privilege) or its certificate failed verification. Another try would fail the same
+    way (and may lock the account)."""
 
 
 # libpq reports a refused login without its SQLSTATE; these are PostgreSQL's own FATAL messages
 # for 28P01 (invalid_password), 28000 (invalid_authorization_specification), 3D000 and 42501, and
 # libpq's own when the server's certificate fails verification (sslmode verify-ca/verify-full).
-_REFUSED_LOGIN = re.compile(
+_LOGIN_THAT_CANNOT_SUCCEED = re.compile(
     r"password authentication failed|authentication failed for user|role \".*\" does not exist"
     r"|no pg_hba\.conf entry|database \".*\" does not exist|permission denied for database"
     r"|certificate verify failed|server certificate for \".*\" does not match"
@@ -229,7 +230,7 @@ class PostgresResource(ConfigurableResource):
             )
         except adbc_driver_manager.Error as error:
             message = settings.redact(str(error)).strip()
-            if _REFUSED_LOGIN.search(message):
+            if _LOGIN_THAT_CANNOT_SUCCEED.search(message):
                 raise DatabaseLoginRefusedError(
                     f"PostgreSQL refused the login with the credentials from {settings.origin}: "
                     f"{message}. Check the user, its password, the database name, the user's "
