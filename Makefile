@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo dev shell stop test lint format monitor dagster-home clean
+.PHONY: install demo dev shell lake-shell stop test lint format monitor dagster-home clean
 # The UI's port for `make dev`: `make dev PORT=3001`.
 PORT ?= 3000
 
@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[demo,test]'
+	$(BIN)/pip install --quiet -e '.[demo,test,duckdb]'
 	touch $@
 
 dagster-home:
@@ -30,6 +30,12 @@ dev: install dagster-home
 # dagster CLI by hand (`exit` to leave). The same exports: eval "$(python -m sqlgym_assets.demo --env)".
 shell: install dagster-home
 	@eval "$$($(BIN)/python -m sqlgym_assets.demo --env)" && PATH="$(CURDIR)/$(BIN):$$PATH" exec $${SHELL:-bash}
+
+# DuckDB on a lake with every table's current-state and history views: the demo's, or
+# `make lake-shell LAKE=s3://bucket/prefix`.
+LAKE ?= $(CURDIR)/.lake
+lake-shell: install
+	$(BIN)/sqlgym-lake shell --lake $(LAKE)
 
 # Stops the demo's embedded PostgreSQL, which `make demo` and `make dev` leave running.
 stop: install
@@ -56,7 +62,7 @@ format: install
 BENCH_ARGS ?=
 HOURLY_ARGS ?=
 bench: install
-	$(BIN)/pip install --quiet -e '.[demo,test,bench]'
+	$(BIN)/pip install --quiet -e '.[demo,test,duckdb,bench]'
 	$(BIN)/python bench/extract_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/hourly_run.py $(HOURLY_ARGS)
 

@@ -38,12 +38,14 @@ from sqlgym_assets.catalog import (
     validate_catalog,
 )
 from sqlgym_assets.lake.io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager
+from sqlgym_assets.lake.keys import KeyedPartition, LiveKeys
 from sqlgym_assets.lake.reader import partition_exists
 from sqlgym_assets.operations.retries import (
     SYNC_RETRY_POLICY,
     fail_permanent_errors_without_retry,
 )
 from sqlgym_assets.quality.checks import (
+    KEYS_MATCH_SOURCE,
     SCHEMA_MATCHES_SOURCE,
     PartitionFacts,
     build_check_specs,
@@ -150,7 +152,7 @@ def build_lake_asset(
         name=key.to_python_identifier(),
         specs=[spec],
         partitions_def=DAILY_PARTITIONS,
-        check_specs=build_check_specs(key, DAILY_PARTITIONS),
+        check_specs=build_check_specs(key, table, DAILY_PARTITIONS),
         can_subset=True,
         pool=SOURCE_DATABASE_POOL,
         op_tags={"dagster/priority": str(STEP_PRIORITY_BASE - table.priority)},
@@ -221,8 +223,11 @@ def _extract(
             )
         # The lake IO manager writes the stream and closes it, which ends the snapshot's
         # transaction with the write; a stream left unread is closed when this block ends.
+        live_keys = snapshot.live_keys
         yield Output(
-            snapshot.stream,
+            snapshot.stream
+            if live_keys is None
+            else KeyedPartition(snapshot.stream, LiveKeys(live_keys, snapshot.read_at)),
             output_name=lake_asset_key(table).to_python_identifier(),
             metadata={
                 SOURCE_ROW_COUNT: snapshot.source_row_count,
@@ -242,7 +247,7 @@ def _extract(
                 "sqlgym/pseudonymized_columns": MetadataValue.json(list(snapshot.pseudonymized)),
             },
         )
-        return PartitionFacts(snapshot.source_row_count, snapshot.drift)
+        return PartitionFacts(snapshot.source_row_count, snapshot.drift, live_keys)
 
 
 def _report_absent(
@@ -294,6 +299,9 @@ def _recorded_facts(
         drift=compare_with_contract(table, postgres.source_columns(table))
         if SCHEMA_MATCHES_SOURCE in checks
         else ContractDrift(),
+        # The keys alone, in a snapshot of their own: is the lake's current state still the
+        # source's, deletes since the last sync included?
+        live_keys=postgres.live_keys(table)[0] if KEYS_MATCH_SOURCE in checks else None,
     )
 
 

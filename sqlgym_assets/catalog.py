@@ -127,6 +127,13 @@ def _validate_table(table: TableSpec) -> None:
         raise CatalogError(
             f"{where}: column {name!r} is a credential, never read, so it cannot be a key or cursor"
         )
+    for name in table.primary_key:
+        # Key sets hold the source's keys as they are, to be matched with the files' keys.
+        if table.column(name).policy is ColumnPolicy.PERSONAL:
+            raise CatalogError(
+                f"{where}: key column {name!r} is personal data; a key must be plain, since the "
+                "lake's key sets are matched with the files' keys"
+            )
     if table.priority < 1:
         raise CatalogError(f"{where}: field 'priority' must be 1 or more")
 

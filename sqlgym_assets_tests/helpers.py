@@ -32,6 +32,8 @@ from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
 from sqlgym_assets.catalog import TABLES_BY_NAME, ColumnPolicy, TableSpec
 from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
+from sqlgym_assets.quality.checks import check_names
+from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE
 from sqlgym_assets.source.plan import Window, partition_window
 from sqlgym_assets.source.reader import PostgresResource
 
@@ -195,6 +197,29 @@ def lake_rows(table: TableSpec, path: Path) -> list[dict[str, Any]]:
             if row[name] is not None:
                 row[name] = json.loads(row[name])
     return rows
+
+
+def source_count(connection, table: TableSpec) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table.name)))
+        return cursor.fetchone()[0]
+
+
+def assert_checks_of_one_synced_day(
+    checks: dict[str, Any], connection, table: TableSpec, synced_rows: int
+) -> None:
+    """The checks of a lake holding one day of ``table``: all pass, but for the reconciliation of
+    a windowed table, which finds exactly the source's other rows missing, and nothing surviving."""
+    assert set(checks) == set(check_names(table))
+    failed = [name for name, check in checks.items() if not check.passed]
+    assert set(failed) <= {KEYS_MATCH_SOURCE}, failed
+    if KEYS_MATCH_SOURCE in checks:
+        metadata = checks[KEYS_MATCH_SOURCE].metadata
+        live = source_count(connection, table)
+        assert metadata["live_keys"].value == live
+        assert metadata["missing_keys"].value == live - synced_rows
+        assert metadata["surviving_deleted_keys"].value == 0
+        assert checks[KEYS_MATCH_SOURCE].severity.value == "WARN"
 
 
 def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

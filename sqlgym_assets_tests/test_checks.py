@@ -24,13 +24,15 @@ from dagster import (
 from psycopg2 import sql
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
-from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, TableSpec
+from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
 from sqlgym_assets.definitions import defs
 from sqlgym_assets.quality import keys as keys_module
-from sqlgym_assets.quality.checks import CHECK_NAMES, MAX_REPORTED_KEYS
+from sqlgym_assets.quality.checks import MAX_REPORTED_KEYS
 from sqlgym_assets.quality.keys import key_buckets
+from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE as KEYS
 from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
+    assert_checks_of_one_synced_day,
     assert_runs_in_a_fresh_interpreter,
     busiest_day,
     env_lake,
@@ -41,6 +43,11 @@ from sqlgym_assets_tests.helpers import (
 
 USERS = TABLES_BY_NAME["users"]
 USERS_KEY = AssetKey(["sqlgym", "users"])
+BLOCKING_CHECKS = {
+    "row_count_matches_source",
+    "no_null_required_columns",
+    "no_duplicate_primary_keys",
+}
 
 
 def evaluations(result: ExecuteInProcessResult) -> dict:
@@ -100,9 +107,8 @@ def test_clean_partition_passes_every_check_with_the_counts_in_metadata(
     result = materialize_tables([USERS], partition, instance=instance)
 
     checks = evaluations(result)
-    assert set(checks) == set(CHECK_NAMES)
-    assert all(check.passed for check in checks.values())
     rows = pq.read_metadata(lake_file(source_env, "users", partition)).num_rows
+    assert_checks_of_one_synced_day(checks, db, USERS, rows)
     count = checks["row_count_matches_source"].metadata
     assert (count["expected"].value, count["observed"].value, count["difference"].value) == (
         rows,
@@ -384,14 +390,18 @@ def test_definitions_load_without_importing_great_expectations() -> None:
     )
 
 
-def test_definitions_declare_four_partitioned_checks_per_asset_errors_blocking() -> None:
+def test_definitions_declare_partitioned_checks_errors_blocking_windowed_tables_reconciled() -> (
+    None
+):
     graph = defs().resolve_asset_graph()
-    lake_keys = [key for key in graph.get_all_asset_keys() if key.path[0] == "sqlgym"]
-    assert len(graph.asset_check_keys) == 4 * len(lake_keys) == 84
+    windowed = [table for table in TABLES if table.sync_mode is not SyncMode.SNAPSHOT]
+    assert len(graph.asset_check_keys) == 4 * len(TABLES) + len(windowed) == 84 + 11
     for check_key in graph.asset_check_keys:
         spec = graph.get_check_spec(check_key)
         assert spec.partitions_def is not None
-        assert spec.blocking == (check_key.name != "schema_matches_source")
+        assert spec.blocking == (check_key.name in BLOCKING_CHECKS)
+    reconciled = {key.asset_key.path[-1] for key in graph.asset_check_keys if key.name == KEYS}
+    assert reconciled == {table.name for table in windowed}
 
 
 def test_the_lake_checks_job_revalidates_a_day_without_extracting(db, source_env, instance) -> None:
@@ -406,6 +416,11 @@ def test_the_lake_checks_job_revalidates_a_day_without_extracting(db, source_env
 
     assert result.success
     assert not result.get_asset_materialization_events()
-    checked = {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations()}
-    assert checked == {(table.name, name) for table in TABLES for name in CHECK_NAMES}
-    assert all(e.passed and e.partition == day for e in result.get_asset_check_evaluations())
+    for table in TABLES:
+        checks = {
+            e.check_name: e
+            for e in result.get_asset_check_evaluations()
+            if e.asset_key.path[-1] == table.name and e.partition == day
+        }
+        rows = pq.read_metadata(lake_file(source_env, table.name, day)).num_rows
+        assert_checks_of_one_synced_day(checks, db, table, rows)

@@ -178,12 +178,17 @@ def test_every_source_type_lands_as_its_arrow_type_with_exact_values(
     (materialization,) = result.asset_materializations_for_node("sqlgym__kinds")
     assert materialization.metadata["sqlgym/null_cursor_rows"].value == 1
     # Decimal, list and JSON columns must not trip any check (the old validator's defect 8).
-    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert {name: check.passed for name, check in checks.items()} == {
         "row_count_matches_source": True,
         "no_null_required_columns": True,
         "no_duplicate_primary_keys": True,
         "schema_matches_source": True,
+        # The row whose cursor is NULL belongs to no day, so the lake cannot hold it.
+        "keys_match_source": False,
     }
+    missing = checks["keys_match_source"].metadata["missing_examples"].value
+    assert missing == ["id=nowhere, changed_at=None"]
 
 
 def _with_ghost(column: Column) -> TableSpec:

@@ -14,6 +14,7 @@ from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
 from sqlgym_assets.lake.writer import ARROW_MEMORY_POOL_ENV
 from sqlgym_assets.source.plan import partition_window
 from sqlgym_assets_tests.helpers import (
+    assert_checks_of_one_synced_day,
     busiest_day,
     by_key,
     expected_arrow_type,
@@ -54,9 +55,8 @@ def test_partition_matches_source_value_by_value(table: TableSpec, db, source_en
     assert materialization.metadata["dagster/uri"].value == str(path)
     written = materialization.metadata["dagster/column_schema"].value
     assert [(c.name, c.type) for c in written.columns] == [(f.name, str(f.type)) for f in schema]
-    checks = result.get_asset_check_evaluations()
-    assert len(checks) == 4
-    assert all(check.passed for check in checks), [c.check_name for c in checks if not c.passed]
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert_checks_of_one_synced_day(checks, db, table, len(expected))
 
 
 def test_json_text_non_ascii_text_and_null_integers_survive(db, source_env) -> None:
@@ -219,7 +219,7 @@ def test_rematerializing_a_partition_replaces_it_without_duplicates(
     assert len(ids) == len(source_rows(db, table, window_for(table, partition)))
 
 
-def test_empty_window_writes_a_zero_row_file_with_the_full_schema(source_env) -> None:
+def test_empty_window_writes_a_zero_row_file_with_the_full_schema(db, source_env) -> None:
     result = materialize_tables([USERS], "2025-02-01")
 
     table = pq.read_table(lake_file(source_env, "users", "2025-02-01"))
@@ -230,7 +230,7 @@ def test_empty_window_writes_a_zero_row_file_with_the_full_schema(source_env) ->
     (materialization,) = result.asset_materializations_for_node("sqlgym__users")
     assert materialization.metadata["dagster/row_count"].value == 0
     checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
-    assert all(check.passed for check in checks.values())
+    assert_checks_of_one_synced_day(checks, db, USERS, 0)
     assert checks["row_count_matches_source"].metadata["expected"].value == 0
 
 

@@ -22,14 +22,13 @@ from pathlib import Path
 import psycopg2
 from dagster import (
     AssetCheckEvaluation,
-    AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
 )
 
 from sqlgym_assets.assets import lake_asset_key
-from sqlgym_assets.catalog import TABLES
+from sqlgym_assets.catalog import TABLES, TableSpec
 from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import (
     default_data_dir,
@@ -39,7 +38,7 @@ from sqlgym_assets.demo.embedded_postgres import (
 )
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.operations.console import format_table
-from sqlgym_assets.quality.checks import CHECK_NAMES
+from sqlgym_assets.quality.checks import check_names
 from sqlgym_assets.source.credentials import DATABASE_URL_ENV
 from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV
 
@@ -81,7 +80,8 @@ def fill_past_days(variables: dict[str, str], today: str) -> list[tuple[str, int
     job = defs().resolve_job_def("sqlgym_hourly_incremental_job")
     filled = []
     with DagsterInstance.get() as instance:
-        for days_ago in range(DEMO_DAYS - 1, 0, -1):
+        # Seven days back from now touch eight dates: today (the main run) and seven before it.
+        for days_ago in range(DEMO_DAYS, 0, -1):
             day = (date.fromisoformat(today) - timedelta(days=days_ago)).isoformat()
             result = job.execute_in_process(
                 partition_key=day,
@@ -119,13 +119,14 @@ def materialize_today(variables: dict[str, str]) -> str:
     return partition
 
 
-def _check_summary(evaluations: list[AssetCheckEvaluation], asset_key: AssetKey) -> str:
+def _check_summary(evaluations: list[AssetCheckEvaluation], table: TableSpec) -> str:
     """The checks returned with the asset's materialization, from the events of its run."""
+    asset_key = lake_asset_key(table)
     own = [evaluation for evaluation in evaluations if evaluation.asset_key == asset_key]
     failed = [evaluation.check_name for evaluation in own if not evaluation.passed]
     if failed:
         return "failed: " + ", ".join(failed)
-    return f"{len(own)}/{len(CHECK_NAMES)} passed"
+    return f"{len(own)}/{len(check_names(table))} passed"
 
 
 def _check_evaluations(instance: DagsterInstance, run_id: str) -> list[AssetCheckEvaluation]:
@@ -156,7 +157,7 @@ def summary_rows(partition: str) -> list[tuple[str, str, str, str, str]]:
                     table.name,
                     table.sync_mode.value,
                     str(metadata["dagster/row_count"].value),
-                    _check_summary(evaluations_of_run[run_id], asset_key),
+                    _check_summary(evaluations_of_run[run_id], table),
                     str(metadata["dagster/uri"].value),
                 )
             )

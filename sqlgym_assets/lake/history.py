@@ -35,6 +35,8 @@ class SyncRecord:
     run_id: str
     status: str  # "success", or "no_new_data" when the window held no rows (not a failure)
     written_at: str
+    live_keys: int | None = None  # windowed tables: the source's keys at the snapshot
+    deleted_keys: int | None = None  # ... and how many of the previous sync's are gone
 
 
 def sync_status(rows: int) -> str:

@@ -20,7 +20,16 @@ from dagster import (
 from pydantic import Field
 
 from sqlgym_assets.lake.history import SyncRecord, sync_status, write_sync_record
-from sqlgym_assets.lake.layout import LakeSettings, lake_settings, partition_uri
+from sqlgym_assets.lake.keys import (
+    CollectedKeys,
+    KeyedPartition,
+    KeySetChange,
+    file_identity,
+    file_keys,
+    update_key_index,
+    write_key_set,
+)
+from sqlgym_assets.lake.layout import LakeSettings, key_set_uri, lake_settings, partition_uri
 from sqlgym_assets.lake.reader import read_table
 from sqlgym_assets.lake.writer import (
     BatchStream,
@@ -31,6 +40,8 @@ from sqlgym_assets.lake.writer import (
 
 # Output metadata the asset attaches and the sync record repeats.
 SOURCE_ROW_COUNT = "sqlgym/source_row_count"
+LIVE_KEYS = "sqlgym/live_keys"
+DELETED_KEYS = "sqlgym/deleted_keys"
 
 
 class ParquetLakeIOManager(ConfigurableIOManager):
@@ -62,14 +73,30 @@ class ParquetLakeIOManager(ConfigurableIOManager):
         return partition_uri(self.settings(), asset_key.path[-1], date.fromisoformat(partition_key))
 
     def handle_output(
-        self, context: OutputContext, obj: BatchStream | pa.Table | pd.DataFrame
+        self, context: OutputContext, obj: KeyedPartition | BatchStream | pa.Table | pd.DataFrame
     ) -> None:
         settings = self.settings()
         partition = context.asset_partition_key
         uri = self.file_uri(context.asset_key, partition)
-        written = write_partition(settings, uri, obj)
+        if isinstance(obj, KeyedPartition):
+            table = context.asset_key.path[-1]
+            written, keys = self._write_keyed(settings, uri, table, partition, obj)
+            context.log.info(
+                f"recorded {keys.live} live keys ({keys.deleted} deleted since the previous sync)"
+                + (", kept the newer key set already in the lake" if keys.superseded else "")
+            )
+        else:
+            written, keys = write_partition(settings, uri, obj), None
         context.log.info(f"wrote {written.rows} rows ({written.bytes} bytes) to {uri}")
-        record_uri = self._record_sync(context, settings, partition, written)
+        record_uri = self._record_sync(context, settings, partition, written, keys)
+        if keys is not None:
+            context.add_output_metadata(
+                {
+                    LIVE_KEYS: keys.live,
+                    DELETED_KEYS: keys.deleted,
+                    "sqlgym/key_set": key_set_uri(settings, context.asset_key.path[-1]),
+                }
+            )
         context.add_output_metadata(
             {
                 "dagster/row_count": written.rows,
@@ -88,8 +115,31 @@ class ParquetLakeIOManager(ConfigurableIOManager):
             }
         )
 
+    def _write_keyed(
+        self, settings: LakeSettings, uri: str, table: str, partition: str, data: KeyedPartition
+    ) -> tuple[WrittenFile, KeySetChange]:
+        """Writes the file, then counts its keys in the key index and replaces the key set."""
+        key_schema = data.live_keys.keys.schema
+        replaced = (file_keys(settings, uri, key_schema.names), file_identity(settings, uri))
+        rows = CollectedKeys(data.rows, key_schema.names)
+        written = write_partition(settings, uri, rows)
+        update_key_index(
+            settings,
+            table,
+            key_schema,
+            date.fromisoformat(partition),
+            replaced,
+            (rows.keys(), file_identity(settings, uri)),
+        )
+        return written, write_key_set(settings, table, data.live_keys)
+
     def _record_sync(
-        self, context: OutputContext, settings: LakeSettings, partition: str, written: WrittenFile
+        self,
+        context: OutputContext,
+        settings: LakeSettings,
+        partition: str,
+        written: WrittenFile,
+        keys: KeySetChange | None,
     ) -> str:
         def value(metadata: Mapping[str, Any], key: str) -> Any:
             entry = metadata.get(key)
@@ -110,6 +160,8 @@ class ParquetLakeIOManager(ConfigurableIOManager):
             run_id=context.run_id,
             status=sync_status(written.rows),
             written_at=written_at.isoformat(),
+            live_keys=None if keys is None else keys.live,
+            deleted_keys=None if keys is None else keys.deleted,
         )
         return write_sync_record(settings, record, written_at)
 

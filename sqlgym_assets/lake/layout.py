@@ -1,12 +1,16 @@
 """Where the lake is and where each file lives in it: the one place a file's S3 key is chosen.
 
-Data: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``. Sync records:
-``<lake>/_metadata/<table>/<YYYYMMDD>T<HHMMSS>Z.json``, outside every table's folder so a glob of a
-table's data never picks them up. ``<lake>`` is ``s3://bucket/prefix`` or a local directory.
+Data: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``. The lake's bookkeeping lives
+under ``<lake>/_...`` prefixes, outside every table's folder, so a glob of a table's data never
+picks it up: sync records in ``_metadata/<table>/<YYYYMMDD>T<HHMMSS>Z.json``, the live key set of
+the latest sync in ``_keys/<table>/<table>_keys.parquet`` (a folder of its own, which Athena and
+Spark read as a table), and the key index in ``_key_index/<table>/<table>_index.parquet``.
+``<lake>`` is ``s3://bucket/prefix`` or a local directory.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -18,6 +22,8 @@ from sqlgym_assets.aws import region_from_environment, s3_endpoint_from_environm
 
 LAKE_URL_ENV = "SQLGYM_LAKE_URL"
 HISTORY_FOLDER = "_metadata"
+KEY_SETS_FOLDER = "_keys"
+KEY_INDEX_FOLDER = "_key_index"
 
 
 class LakeConfigurationError(ValueError):
@@ -91,9 +97,33 @@ def lake_settings(url: str | None, **options: str | None) -> LakeSettings:
     return LakeSettings(url=str(path.resolve()), **options)
 
 
+def table_uri(settings: LakeSettings, table: str) -> str:
+    """The folder of a table's data files, one sub-folder per day."""
+    return f"{settings.url}/{table}"
+
+
 def partition_uri(settings: LakeSettings, table: str, day: date) -> str:
     """The file of one table's day: ``<lake>/<table>/YYYY/MM/DD/<table>_YYYYMMDD.parquet``."""
-    return f"{settings.url.rstrip('/')}/{table}/{day:%Y/%m/%d}/{table}_{day:%Y%m%d}.parquet"
+    return f"{table_uri(settings, table)}/{day:%Y/%m/%d}/{table}_{day:%Y%m%d}.parquet"
+
+
+def partition_day(uri: str, table: str) -> date | None:
+    """The day of a table's data file from its path; None for anything else in its folder."""
+    match = re.search(rf"/(\d{{4}})/(\d{{2}})/(\d{{2}})/{re.escape(table)}_\1\2\3\.parquet$", uri)
+    return None if match is None else date(*map(int, match.groups()))
+
+
+def key_set_folder_uri(settings: LakeSettings, table: str) -> str:
+    return f"{settings.url}/{KEY_SETS_FOLDER}/{table}"
+
+
+def key_set_uri(settings: LakeSettings, table: str) -> str:
+    """The live key set of the table's latest sync, alone in its folder."""
+    return f"{key_set_folder_uri(settings, table)}/{table}_keys.parquet"
+
+
+def key_index_uri(settings: LakeSettings, table: str) -> str:
+    return f"{settings.url}/{KEY_INDEX_FOLDER}/{table}/{table}_index.parquet"
 
 
 def sync_record_uri(settings: LakeSettings, table: str, written_at: datetime, attempt: int) -> str:

@@ -25,7 +25,7 @@ from sqlgym_assets.assets import ABSENT_FROM_SOURCE, lake_asset_key
 from sqlgym_assets.catalog import TABLES, TableSpec
 from sqlgym_assets.operations.alerts import error_summary
 from sqlgym_assets.operations.console import format_table
-from sqlgym_assets.quality.checks import CHECK_NAMES
+from sqlgym_assets.quality.checks import check_names
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def table_status(
     # returned with the latest materialization, which describe the file in the lake.
     with_materialization = _evaluations_of_run(instance, key, success[0].run_id) if success else {}
     failed_checks, not_run, evaluated = [], [], 0
-    for name in CHECK_NAMES:
+    for name in check_names(table):
         record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(key, name))
         if record is None:
             continue
@@ -128,7 +128,7 @@ def table_status(
     if failed_checks:
         checks = "failed: " + ", ".join(failed_checks)
     elif evaluated:
-        checks = f"{evaluated}/{len(CHECK_NAMES)} passed"
+        checks = f"{evaluated}/{len(check_names(table))} passed"
     else:
         checks = "not run" if not_run else "-"
     return TableStatus(table.name, partition, at, rows, source, failed_at, error, checks)

@@ -1,4 +1,5 @@
-"""The four checks on each lake partition: row count, NULLs, duplicate keys, schema drift.
+"""The checks on each lake partition: row count, NULLs, duplicate keys, schema drift, and for
+windowed tables the reconciliation of the current state with the source's keys.
 
 The row-count, NULL and duplicate validations run with great-expectations (``validator.py``) on
 the file just written. Memory does not grow with the rows: the NULL check reads one row group at
@@ -25,10 +26,15 @@ from dagster import (
     PreviewWarning,
 )
 
-from sqlgym_assets.catalog import TableSpec
+from sqlgym_assets.catalog import SyncMode, TableSpec
 from sqlgym_assets.lake.layout import LakeSettings
 from sqlgym_assets.lake.reader import local_copy
 from sqlgym_assets.quality.keys import arrow_backed, key_buckets
+from sqlgym_assets.quality.reconciliation import (
+    KEYS_MATCH_SOURCE,
+    KEYS_MATCH_SOURCE_DESCRIPTION,
+    check_keys_match_source,
+)
 from sqlgym_assets.quality.validator import (
     MAX_REPORTED_KEYS,
     RESULT_FORMAT,
@@ -63,18 +69,25 @@ _BLOCKING = {ROW_COUNT_MATCHES_SOURCE, NO_NULL_REQUIRED_COLUMNS, NO_DUPLICATE_PR
 CHECK_NAMES = tuple(_DESCRIPTIONS)
 
 
+def check_names(table: TableSpec) -> tuple[str, ...]:
+    """The checks of a table's partitions: a windowed table's are also reconciled by key."""
+    windowed = table.sync_mode is not SyncMode.SNAPSHOT
+    return (*CHECK_NAMES, KEYS_MATCH_SOURCE) if windowed else CHECK_NAMES
+
+
 def build_check_specs(
-    asset_key: AssetKey, partitions_def: PartitionsDefinition
+    asset_key: AssetKey, table: TableSpec, partitions_def: PartitionsDefinition
 ) -> list[AssetCheckSpec]:
+    descriptions = {**_DESCRIPTIONS, KEYS_MATCH_SOURCE: KEYS_MATCH_SOURCE_DESCRIPTION}
     return [
         AssetCheckSpec(
             name,
             asset=asset_key,
-            description=description,
+            description=descriptions[name],
             blocking=name in _BLOCKING,
             partitions_def=partitions_def,
         )
-        for name, description in _DESCRIPTIONS.items()
+        for name in check_names(table)
     ]
 
 
@@ -85,6 +98,7 @@ class PartitionFacts:
 
     source_row_count: int | None  # None: no count was recorded for this partition
     drift: ContractDrift
+    live_keys: pa.Table | None = None  # a windowed table's live key set
 
 
 def run_checks(
@@ -95,8 +109,12 @@ def run_checks(
     facts: PartitionFacts,
     selected: Iterable[str] = CHECK_NAMES,
 ) -> list[AssetCheckResult]:
+    selected = set(selected)
     with local_copy(settings, uri) as path:
-        return _check_file(table, asset_key, pq.ParquetFile(path), facts, set(selected))
+        results = _check_file(table, asset_key, pq.ParquetFile(path), facts, selected)
+    if KEYS_MATCH_SOURCE in selected and facts.live_keys is not None:
+        results.append(check_keys_match_source(asset_key, table, settings, facts.live_keys))
+    return results
 
 
 def _check_file(

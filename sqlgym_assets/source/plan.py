@@ -153,6 +153,7 @@ class ExtractPlan:
     select_sql: str
     count_sql: str
     null_cursor_count_sql: str | None  # only when the cursor column is nullable in the source
+    key_set_sql: str | None  # the whole table's live keys, for windowed tables only
 
 
 def plan_extract(
@@ -204,7 +205,11 @@ def plan_extract(
     select = sa.select(*selected).select_from(source)
     count = sa.select(sa.func.count()).select_from(source)
     null_cursor_count = None
+    key_set = None
     if table.cursor_column is not None:
+        # The key only, in key order: PostgreSQL answers it from the primary key's index.
+        keys = [selected[present.index(name)] for name in table.primary_key]
+        key_set = _compile(sa.select(*keys).select_from(source).order_by(*keys))
         cursor_source = by_name[table.cursor_column]
         cursor = source.c[table.cursor_column]
         naive = cursor_source.pg_type.startswith("timestamp without time zone")
@@ -225,6 +230,7 @@ def plan_extract(
         select_sql=_compile(select),
         count_sql=_compile(count),
         null_cursor_count_sql=null_cursor_count,
+        key_set_sql=key_set,
     )
 
 
@@ -233,6 +239,12 @@ def contract_schema(table: TableSpec) -> pa.Schema:
     return pa.schema(
         [pa.field(column.name, contract_type(column.pg_type)) for column in table.lake_columns]
     )
+
+
+def key_schema(table: TableSpec) -> pa.Schema:
+    """The Arrow schema of a table's key sets: its primary key's columns, as in its files."""
+    contract = contract_schema(table)
+    return pa.schema([contract.field(name) for name in table.primary_key])
 
 
 def _text_type(plan: ColumnPlan) -> sa.types.TypeEngine:

@@ -38,7 +38,9 @@ from sqlgym_assets.source.plan import (
     SET_WINDOW_SQL,
     SOURCE_COLUMNS_SQL,
     ContractDrift,
+    ExtractPlan,
     Window,
+    key_schema,
     plan_extract,
     window_parameters,
 )
@@ -150,6 +152,7 @@ class PartitionSnapshot:
     backend_pid: int  # the PostgreSQL backend holding the transaction
     drift: ContractDrift  # how the live table differs from the catalog, what was converted
     pseudonymized: tuple[str, ...]  # personal columns replaced by their keyed hashes
+    live_keys: pa.Table | None  # a windowed table's whole key set, in key order
     stream: PartitionStream
 
 
@@ -255,6 +258,32 @@ class PostgresResource(ConfigurableResource):
         with self.connect() as connection:
             return self._read_source_columns(connection.cursor(), table)
 
+    def _read_key_set(self, cursor: Any, plan: ExtractPlan) -> pa.Table | None:
+        if plan.key_set_sql is None:
+            return None
+        cursor.execute(plan.key_set_sql)
+        keys = cursor.fetch_arrow_table()
+        schema = key_schema(plan.table)
+        return pa.Table.from_batches(
+            [conform_batch(batch, schema) for batch in keys.to_batches()], schema=schema
+        )
+
+    def live_keys(self, table: TableSpec) -> tuple[pa.Table, datetime]:
+        """A windowed table's live key set and the instant it was read, in its own snapshot."""
+        with self.connect() as connection:
+            cursor = connection.cursor()
+            cursor.execute(_BEGIN_SNAPSHOT)
+            cursor.execute(_START_SNAPSHOT_SQL, parameters=self._timeouts())
+            read_at, *_ = cursor.fetchone()
+            with self._explained_timeouts(table):
+                plan = plan_extract(
+                    table, self._read_source_columns(cursor, table), self.source_schema
+                )
+                keys = self._read_key_set(cursor, plan)
+        if keys is None:
+            raise ValueError(f"{table.name} is a snapshot table: it has no key set")
+        return keys, read_at.astimezone(UTC)
+
     @contextmanager
     def snapshot(self, table: TableSpec, window: Window | None) -> Iterator[PartitionSnapshot]:
         """Opens one read-only snapshot of the partition: its counts, then its row stream.
@@ -282,6 +311,7 @@ class PostgresResource(ConfigurableResource):
                 if plan.null_cursor_count_sql is not None:
                     cursor.execute(plan.null_cursor_count_sql)
                     (null_cursor_rows,) = cursor.fetchone()
+                live_keys = self._read_key_set(cursor, plan)
                 cursor.execute(plan.select_sql)
 
             def prepare(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -304,6 +334,7 @@ class PostgresResource(ConfigurableResource):
                     backend_pid=int(backend_pid),
                     drift=plan.drift,
                     pseudonymized=() if hasher is None else hasher.columns,
+                    live_keys=live_keys,
                     stream=stream,
                 )
             finally:

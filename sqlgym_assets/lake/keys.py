@@ -1,0 +1,282 @@
+"""Key sets and the key index: what makes a windowed table's deletes visible, and its mirror
+checkable without re-reading its days.
+
+- The **key set** (``layout.key_set_uri``) holds the source's live primary keys as read in the
+  snapshot of the table's latest sync. The current-state views keep only rows whose key is in it,
+  so a row deleted in the source leaves the current state at the next sync.
+- The **key index** (``layout.key_index_uri``) holds every key that the table's data files hold,
+  with the number of files holding it, and the identity (size, modification time) of each file it
+  counts. A sync updates it from the one file it replaced: the old file's keys out, the new one's
+  in. Reconciling a partition therefore costs the table's key count, however many days the lake
+  holds. A file that anything else changed (a day deleted or restored by hand, a sync killed
+  between its file and its index) no longer matches its identity, and the index is rebuilt from
+  the files, once.
+
+Both are written atomically, like the data (``writer.write_partition``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs
+import pyarrow.parquet as pq
+from dagster import get_dagster_logger
+
+from sqlgym_assets.lake.layout import (
+    LakeSettings,
+    key_index_uri,
+    key_set_uri,
+    partition_day,
+    table_uri,
+)
+from sqlgym_assets.lake.writer import BatchStream, write_partition
+
+READ_AT = b"sqlgym.read_at"  # key set: the instant of the snapshot it was read in
+FILES = "files"  # key index: how many data files hold the key
+IDENTITIES = b"sqlgym.files"  # key index: {day: [size, mtime]} of the files it counts
+
+# Size in bytes and modification time in whole seconds: S3 gives seconds in a HEAD, and maybe
+# more in a listing, so the identity of a file must not depend on which one told it.
+FileIdentity = tuple[int, int]
+
+
+def _identity(info: pyarrow.fs.FileInfo) -> FileIdentity:
+    return info.size, (info.mtime_ns or 0) // 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LiveKeys:
+    """A windowed table's live primary keys, read in the same snapshot as its partition."""
+
+    keys: pa.Table
+    read_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyedPartition:
+    """What a windowed table's sync hands the lake: the partition's rows and the live key set."""
+
+    rows: BatchStream
+    live_keys: LiveKeys
+
+
+@dataclass(frozen=True)
+class KeySetChange:
+    live: int  # keys in the source at the snapshot
+    deleted: int  # keys of the previous key set that are gone from this one
+    superseded: bool  # a key set read later was already in the lake, and was kept
+
+
+class CollectedKeys:
+    """Passes a stream through, keeping each batch's key columns (and nothing else)."""
+
+    def __init__(self, stream: BatchStream, key_columns: Sequence[str]) -> None:
+        self.schema = stream.schema
+        self._stream = stream
+        self._key_columns = list(key_columns)
+        self._batches: list[pa.RecordBatch] = []
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._stream:
+            self._batches.append(batch.select(self._key_columns))
+            yield batch
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def keys(self) -> pa.Table:
+        schema = pa.schema([self.schema.field(name) for name in self._key_columns])
+        return pa.Table.from_batches(self._batches, schema=schema)
+
+
+def _read_if_present(
+    settings: LakeSettings, uri: str, columns: Sequence[str] | None = None
+) -> pa.Table | None:
+    try:
+        return pq.read_table(
+            settings.filesystem_path(uri), filesystem=settings.filesystem(), columns=columns
+        )
+    except FileNotFoundError:
+        return None
+
+
+def file_keys(settings: LakeSettings, uri: str, key_columns: Sequence[str]) -> pa.Table | None:
+    """The key columns of a data file; None if there is no file."""
+    return _read_if_present(settings, uri, key_columns)
+
+
+def file_identity(settings: LakeSettings, uri: str) -> FileIdentity | None:
+    info = settings.filesystem().get_file_info(settings.filesystem_path(uri))
+    if info.type != pyarrow.fs.FileType.File:
+        return None
+    return _identity(info)
+
+
+def data_files(settings: LakeSettings, table: str) -> dict[str, tuple[str, FileIdentity]]:
+    """Each day's data file of a table: ``{"YYYY-MM-DD": (uri, identity)}``, from one listing."""
+    filesystem = settings.filesystem()
+    folder = settings.filesystem_path(table_uri(settings, table))
+    selector = pyarrow.fs.FileSelector(folder, recursive=True, allow_not_found=True)
+    prefix = "s3://" if settings.is_s3 else ""
+    files = {}
+    for info in filesystem.get_file_info(selector):
+        day = partition_day(info.path, table)
+        if info.type == pyarrow.fs.FileType.File and day is not None:
+            files[day.isoformat()] = (prefix + info.path, _identity(info))
+    return files
+
+
+def stored_key_set(
+    settings: LakeSettings, table: str, key_columns: Sequence[str] | None = None
+) -> LiveKeys | None:
+    """The key set of the table's latest sync, as the lake holds it; None if there is none, or
+    it holds other columns than ``key_columns`` (the table's key changed since)."""
+    keys = _read_if_present(settings, key_set_uri(settings, table))
+    if keys is None or (key_columns is not None and keys.column_names != list(key_columns)):
+        return None
+    read_at = datetime.fromisoformat((keys.schema.metadata or {})[READ_AT].decode())
+    return LiveKeys(keys.replace_schema_metadata(None), read_at)
+
+
+def missing_from(keys: pa.Table, other: pa.Table) -> pa.Table:
+    """The rows of ``keys`` whose key is not in ``other``."""
+    if keys.num_rows == 0 or other.num_rows == 0:
+        return keys
+    return keys.join(other, keys=keys.column_names, join_type="left anti")
+
+
+def also_in(keys: pa.Table, other: pa.Table) -> pa.Table:
+    """The rows of ``keys`` whose key is in ``other``."""
+    if keys.num_rows == 0 or other.num_rows == 0:
+        return keys.slice(0, 0)
+    return keys.join(other, keys=keys.column_names, join_type="left semi")
+
+
+def write_key_set(settings: LakeSettings, table: str, live: LiveKeys) -> KeySetChange:
+    """Replaces the table's key set with ``live``, unless the lake holds one read later.
+
+    Syncs of two days of a table may finish out of order; the current state must follow the newest
+    snapshot, so an older one never replaces a newer one.
+    """
+    previous = stored_key_set(settings, table, live.keys.column_names)
+    if previous is not None and previous.read_at > live.read_at:
+        return KeySetChange(live=live.keys.num_rows, deleted=0, superseded=True)
+    deleted = 0 if previous is None else missing_from(previous.keys, live.keys).num_rows
+    stamped = live.keys.replace_schema_metadata({READ_AT: live.read_at.isoformat().encode()})
+    write_partition(settings, key_set_uri(settings, table), stamped)
+    return KeySetChange(live=live.keys.num_rows, deleted=deleted, superseded=False)
+
+
+@dataclass(frozen=True)
+class KeyIndex:
+    counts: pa.Table  # the key columns and FILES, one row per key some file holds
+    identities: dict[str, FileIdentity]  # day -> identity of the file counted for it
+
+    def keys(self) -> pa.Table:
+        return self.counts.drop_columns([FILES])
+
+
+def _count_keys(parts: Sequence[pa.Table], key_columns: Sequence[str]) -> pa.Table:
+    """Sums FILES per key over ``parts`` and keeps the keys still held by a file."""
+    columns = [*key_columns, FILES]
+    summed = (
+        pa.concat_tables([part.select(columns) for part in parts])
+        .group_by(list(key_columns), use_threads=False)
+        .aggregate([(FILES, "sum")])
+    )
+    counts = summed.select(list(key_columns)).append_column(
+        FILES, pc.cast(summed[f"{FILES}_sum"], pa.int32())
+    )
+    return counts.filter(pc.greater(counts[FILES], 0))
+
+
+def _with_files(keys: pa.Table, files: int) -> pa.Table:
+    return keys.append_column(FILES, pa.array([files] * keys.num_rows, pa.int32()))
+
+
+def read_key_index(settings: LakeSettings, table: str, key_schema: pa.Schema) -> KeyIndex | None:
+    """The table's key index; None if there is none, or it counts another key than the table's."""
+    counts = _read_if_present(settings, key_index_uri(settings, table))
+    if counts is None or counts.column_names != [*key_schema.names, FILES]:
+        return None
+    identities = json.loads((counts.schema.metadata or {})[IDENTITIES])
+    return KeyIndex(
+        counts.replace_schema_metadata(None),
+        {day: (size, mtime) for day, (size, mtime) in identities.items()},
+    )
+
+
+def _write_key_index(settings: LakeSettings, table: str, index: KeyIndex) -> None:
+    metadata = {IDENTITIES: json.dumps(index.identities, sort_keys=True).encode()}
+    write_partition(
+        settings, key_index_uri(settings, table), index.counts.replace_schema_metadata(metadata)
+    )
+
+
+def rebuild_key_index(settings: LakeSettings, table: str, key_schema: pa.Schema) -> KeyIndex:
+    """Counts every data file's keys again: for a new index, or one the files no longer match."""
+    files = data_files(settings, table)
+    parts = [_with_files(key_schema.empty_table(), 0)]
+    for uri, _ in files.values():
+        keys = file_keys(settings, uri, key_schema.names)
+        if keys is not None:
+            parts.append(_with_files(keys.cast(key_schema), 1))
+    index = KeyIndex(
+        _count_keys(parts, key_schema.names),
+        {day: identity for day, (_, identity) in files.items()},
+    )
+    _write_key_index(settings, table, index)
+    return index
+
+
+def update_key_index(
+    settings: LakeSettings,
+    table: str,
+    key_schema: pa.Schema,
+    day: date,
+    replaced: tuple[pa.Table | None, FileIdentity | None],
+    written: tuple[pa.Table, FileIdentity | None],
+) -> KeyIndex:
+    """Counts a day's new file instead of the one it replaced (its keys and identity, read
+    before the write); rebuilds instead when the index did not count that file."""
+    (old_keys, old_identity), (new_keys, new_identity) = replaced, written
+    index = read_key_index(settings, table, key_schema)
+    counted = None if index is None else index.identities.get(day.isoformat())
+    if index is None or counted != old_identity:
+        get_dagster_logger().info(
+            f"counting the keys of every file of {table} into its key index: "
+            + ("there is none yet" if index is None else "it did not count the file replaced")
+        )
+        return rebuild_key_index(settings, table, key_schema)
+    parts = [index.counts, _with_files(new_keys.cast(key_schema), 1)]
+    if old_keys is not None:
+        parts.append(_with_files(old_keys.cast(key_schema), -1))
+    identities = dict(index.identities)
+    if new_identity is not None:
+        identities[day.isoformat()] = new_identity
+    updated = KeyIndex(_count_keys(parts, key_schema.names), identities)
+    _write_key_index(settings, table, updated)
+    return updated
+
+
+@dataclass(frozen=True)
+class LakeKeys:
+    keys: pa.Table  # every key some data file of the table holds
+    files: int  # data files counted
+    rebuilt: bool  # the index no longer matched the files and was counted again
+
+
+def lake_keys(settings: LakeSettings, table: str, key_schema: pa.Schema) -> LakeKeys:
+    """The keys the table's files hold, from the index once one listing shows it is current."""
+    files = {day: identity for day, (_, identity) in data_files(settings, table).items()}
+    index = read_key_index(settings, table, key_schema)
+    rebuilt = index is None or index.identities != files
+    if rebuilt:
+        index = rebuild_key_index(settings, table, key_schema)
+    return LakeKeys(index.keys(), len(index.identities), rebuilt)
