@@ -57,14 +57,18 @@ format: install
 
 .PHONY: bench
 # Extraction speed and memory side by side (bench/extract_bench.py), then the 21-table hourly run
-# per executor (bench/hourly_run.py); results in bench_results/. `make bench BENCH_ARGS="--rows
-# 8000000"`; HOURLY_ARGS likewise. The bench extra (dlt, connectorx) is for this target only.
+# per executor (bench/hourly_run.py), then the reconciliation check as the lake grows
+# (bench/reconciliation_bench.py); results in bench_results/. `make bench BENCH_ARGS="--rows
+# 8000000"`; HOURLY_ARGS and RECONCILIATION_ARGS likewise. The bench extra (dlt, connectorx) is for
+# this target only.
 BENCH_ARGS ?=
 HOURLY_ARGS ?=
+RECONCILIATION_ARGS ?=
 bench: install
 	$(BIN)/pip install --quiet -e '.[demo,test,duckdb,bench]'
 	$(BIN)/python bench/extract_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/hourly_run.py $(HOURLY_ARGS)
+	$(BIN)/python bench/reconciliation_bench.py $(RECONCILIATION_ARGS)
 
 # The demo's lake, instance and database (stopped, its data directory removed).
 clean:

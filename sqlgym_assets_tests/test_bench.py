@@ -154,3 +154,35 @@ def test_bench_embedded_server_on_loopback_is_read_over_tcp() -> None:
         stopped = not (data_dir / "postmaster.pid").exists()
         shutil.rmtree(root, ignore_errors=True)
     assert stopped
+
+
+def test_reconciliation_bench_finds_what_re_reading_every_day_finds(tmp_path: Path) -> None:
+    """The bench fails if the key index and a re-read of every day disagree; here at 5,000 keys."""
+    script = REPOSITORY_ROOT / "bench" / "reconciliation_bench.py"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--keys",
+            "5000",
+            "--days",
+            "2,5",
+            "--repeat",
+            "1",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads((tmp_path / "reconciliation.json").read_text())
+    assert [row["days"] for row in report["results"]] == [2, 5]
+    for row in report["results"]:
+        assert row["live_keys"] == 5000 - 10 * (row["days"] - 1)
+        assert (row["missing_keys"], row["surviving_keys"]) == (0, 0)
+        for figure in ("index_update_seconds", "check_seconds", "reread_seconds"):
+            assert row[figure] > 0
+    assert "| 5 |" in (tmp_path / "reconciliation.md").read_text()

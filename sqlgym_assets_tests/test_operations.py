@@ -22,7 +22,7 @@ from sqlgym_assets.lake.history import SyncRecord, write_sync_record
 from sqlgym_assets.lake.layout import lake_settings
 from sqlgym_assets.operations import monitor
 from sqlgym_assets.operations.alerts import Alert, notify, run_failure_alert
-from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables
+from sqlgym_assets_tests.helpers import busiest_day, lake_file, materialize_tables, source_count
 
 USERS = TABLES_BY_NAME["users"]
 
@@ -53,7 +53,10 @@ def test_each_materialization_leaves_a_sync_record_matching_it(db, source_env) -
         "run_id": result.run_id,
         "status": "success",
         "written_at": busy["written_at"],
+        "live_keys": metadata["sqlgym/live_keys"],
+        "deleted_keys": 0,
     }
+    assert metadata["sqlgym/live_keys"] == source_count(db, USERS)
     assert metadata["sqlgym/sync_record"].endswith(".json")
     assert (empty["rows"], empty["status"]) == (0, "no_new_data")
 

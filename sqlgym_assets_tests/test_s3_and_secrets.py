@@ -168,10 +168,12 @@ def test_s3_end_to_end_with_credentials_from_secrets_manager(
     key = users_key(partition)
     keys = bucket_keys(bucket)
     (record_key,) = [k for k in keys if k.startswith(f"{PREFIX}/_metadata/users/")]
-    assert [k for k in keys if k != record_key] == [key]
+    key_set = f"{PREFIX}/_keys/users/users_keys.parquet"
+    key_index = f"{PREFIX}/_key_index/users/users_index.parquet"
+    assert sorted(keys) == sorted([key, record_key, key_set, key_index])
     s3 = boto3.client("s3")
-    assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
-    assert s3.head_object(Bucket=bucket, Key=record_key)["ServerSideEncryption"] == "AES256"
+    for written in keys:
+        assert s3.head_object(Bucket=bucket, Key=written)["ServerSideEncryption"] == "AES256"
     expected = source_rows(db, USERS, window_for(USERS, partition))
     actual = lake_rows(USERS, download(bucket, key, tmp_path))
     assert expected, f"the demo data has no users on {partition}"

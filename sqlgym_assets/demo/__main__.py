@@ -97,8 +97,7 @@ def fill_past_days(variables: dict[str, str], today: str) -> list[tuple[str, int
     return filled
 
 
-def materialize_today(variables: dict[str, str]) -> str:
-    partition = datetime.now(UTC).date().isoformat()
+def materialize_today(variables: dict[str, str], partition: str) -> None:
     command = [
         sys.executable,
         "-m",
@@ -116,7 +115,6 @@ def materialize_today(variables: dict[str, str]) -> str:
         json.dumps(QUIET_LOGS),
     ]
     subprocess.run(command, check=True, env={**os.environ, **variables})
-    return partition
 
 
 def _check_summary(evaluations: list[AssetCheckEvaluation], table: TableSpec) -> str:
@@ -215,9 +213,12 @@ def main(argv: list[str] | None = None) -> None:
         command += ["-p", str(args.port)]
         os.execve(sys.executable, command, {**os.environ, **variables})
     variables = prepare_environment(args.lake, scale=args.scale, reload=True, data_dir=args.pg_data)
-    partition = materialize_today(variables)
+    partition = datetime.now(UTC).date().isoformat()
+    # The days before today first, so today's run, whose checks the summary shows, reconciles
+    # each table's current state with every day of its rows in the lake.
     for day, rows in fill_past_days(variables, partition):
         print(f"filled {day}: {rows} rows of the incremental and append tables")
+    materialize_today(variables, partition)
     print(f"\nSQLGym lake, partition {partition}:")
     print(format_table(("table", "mode", "rows", "checks", "file"), summary_rows(partition)))
 

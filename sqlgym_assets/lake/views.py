@@ -156,20 +156,27 @@ def duckdb_sql(settings: LakeSettings, tables: Iterable[TableSpec], contents: La
                 for field in contract_schema(table)
             ]
             files = _literal(f"{table_uri(settings, table.name)}/*/*/*/*.parquet")
+            read = f"FROM read_parquet({files}, filename = true)"
             day = f"regexp_extract(filename, {_literal(DAY_PATH_PATTERN)}, 1)"
-            columns.append(f"CAST(strptime({day}, '%Y/%m/%d') AS date) AS {PARTITION_DATE}")
-            select = f"SELECT {', '.join(columns)}\nFROM read_parquet({files}, filename = true)"
+            date_column = f"CAST(strptime({day}, '%Y/%m/%d') AS date) AS {PARTITION_DATE}"
+            select = f"SELECT {', '.join([*columns, date_column])}\n{read}"
         else:
             select = _empty_select(table, "duckdb", '"')
         live_keys = None
         if table.name in contents.with_key_sets:
             live_keys = f"read_parquet({_literal(key_set_uri(settings, table.name))})"
+        if table.sync_mode is SyncMode.SNAPSHOT and table.name in contents.with_files:
+            # The latest file by name (YYYY/MM/DD sorts by date): DuckDB then opens that file
+            # alone, where a filter on partition_date would read every day's.
+            current = f"SELECT {', '.join(columns)}\n{read}\n" + (
+                f"WHERE filename = (SELECT max(file) FROM glob({files}))"
+            )
+        else:
+            current = _current_state(table, history, live_keys)
         statements.append(
             _note(table, contents)
             + f"CREATE OR REPLACE VIEW {history} AS\n{select};\n"
-            + f"CREATE OR REPLACE VIEW {_quoted(table.name)} AS\n"
-            + _current_state(table, history, live_keys)
-            + ";"
+            + f"CREATE OR REPLACE VIEW {_quoted(table.name)} AS\n{current};"
         )
     return "\n\n".join(statements) + "\n"
 
