@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import duckdb
 import psycopg2
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
@@ -28,6 +29,7 @@ from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset, lake_ass
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
 from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import ensure_database
+from sqlgym_assets.lake.keys import LiveKeys, stored_key_set, write_key_set
 from sqlgym_assets.lake.layout import key_index_uri, key_set_uri, lake_settings
 from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE
 from sqlgym_assets.source.reader import PostgresResource
@@ -363,3 +365,21 @@ def boxed_cells(output: str) -> list[str]:
         if line.startswith("│")
         for cell in line.strip().strip("│").split("│")
     ]
+
+
+def test_a_key_set_read_earlier_never_replaces_one_read_later(tmp_path: Path) -> None:
+    """Two days of a table synced out of order: the current state follows the newer snapshot."""
+    settings = lake_settings(str(tmp_path))
+    newer = LiveKeys(pa.table({"id": ["a", "b"]}), datetime(2025, 10, 2, 12, tzinfo=UTC))
+    older = LiveKeys(pa.table({"id": ["a", "b", "c"]}), datetime(2025, 10, 2, 11, tzinfo=UTC))
+
+    first = write_key_set(settings, "users", newer)
+    second = write_key_set(settings, "users", older)
+
+    assert (first.live, first.deleted, first.superseded) == (2, 0, False)
+    assert (second.live, second.superseded) == (3, True)
+    kept = stored_key_set(settings, "users")
+    assert kept.read_at == newer.read_at
+    assert kept.keys.column("id").to_pylist() == ["a", "b"]
+    later = LiveKeys(pa.table({"id": ["b"]}), datetime(2025, 10, 2, 13, tzinfo=UTC))
+    assert write_key_set(settings, "users", later).deleted == 1
