@@ -13,6 +13,7 @@ from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
 from sqlgym_assets.catalog import Column, SyncMode, TableSpec
 from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
+from sqlgym_assets.operations.shutdown import skip_the_last_collection
 from sqlgym_assets.source.reader import PostgresResource
 
 # (name, PostgreSQL type as format_type prints it, NOT NULL): extract_bench.COLUMNS
@@ -51,6 +52,7 @@ BUSY_DAY = TableSpec(
 
 @definitions
 def defs() -> Definitions:
+    skip_the_last_collection()  # as sqlgym_assets.definitions does
     return Definitions(
         assets=[build_lake_asset(WHOLE_TABLE), build_lake_asset(BUSY_DAY)],
         executor=in_process_executor,

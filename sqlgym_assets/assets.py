@@ -47,10 +47,12 @@ from sqlgym_assets.operations.retries import (
 from sqlgym_assets.quality.checks import (
     KEYS_MATCH_SOURCE,
     SCHEMA_MATCHES_SOURCE,
+    VALIDATED_CHECKS,
     PartitionFacts,
     build_check_specs,
     run_checks,
 )
+from sqlgym_assets.quality.validator import start_validator
 from sqlgym_assets.source.plan import (
     ContractDrift,
     SourceTableAbsentError,
@@ -171,6 +173,8 @@ def build_lake_asset(
             if key in context.selected_asset_keys:
                 if _sits_out_backfill(context, table):
                     return
+                if checks & VALIDATED_CHECKS:
+                    start_validator()  # its set-up overlaps the extract
                 try:
                     facts = yield from _extract(context, table, postgres)
                 except SourceTableAbsentError as absent:

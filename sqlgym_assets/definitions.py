@@ -28,6 +28,7 @@ from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.operations.alerts import run_failure_alert
 from sqlgym_assets.operations.schedules import ScheduleSettings, build_schedules
+from sqlgym_assets.operations.shutdown import skip_the_last_collection
 from sqlgym_assets.source.reader import PostgresResource
 
 # Re-validates a day already in the lake without extracting it again: launch it for a partition.
@@ -42,6 +43,7 @@ lake_checks_job = define_asset_job(
 def defs() -> Definitions:
     """Built when the code location loads: the schedule settings come from its environment, and
     the resources read theirs only when a run starts."""
+    skip_the_last_collection()
     return Definitions(
         assets=build_assets(),
         jobs=[lake_checks_job],  # the schedules bring their own jobs

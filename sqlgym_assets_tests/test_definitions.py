@@ -2,6 +2,8 @@
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -170,3 +172,24 @@ def test_the_instance_settings_load_with_run_monitoring_and_retries_on() -> None
         assert instance.run_monitoring_max_runtime_seconds == 7200
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+
+
+def test_a_process_that_loaded_the_definitions_freezes_its_objects_at_exit() -> None:
+    """The last garbage collection at exit skips them (README, Performance): checked from an exit
+    handler registered first, which runs last."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import atexit, gc\n"
+            "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+            "from sqlgym_assets.definitions import defs\n"
+            "defs(); defs()\n"
+            "print('frozen while running:', gc.get_freeze_count() > 0)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert completed.stdout.splitlines() == ["frozen while running: False", "frozen at exit: True"]

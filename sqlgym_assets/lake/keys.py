@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs
@@ -38,7 +40,10 @@ from sqlgym_assets.lake.layout import (
 from sqlgym_assets.lake.writer import BatchStream, write_partition
 
 READ_AT = b"sqlgym.read_at"  # key set: the instant of the snapshot it was read in
+HASH = "key_hash"  # key index: the key's 64-bit hash
 FILES = "files"  # key index: how many data files hold the key
+KEY_COLUMNS = b"sqlgym.key_columns"  # key index: the key it hashes
+HASHED_PER_SLICE = 65_536
 IDENTITIES = b"sqlgym.files"  # key index: {day: [size, mtime]} of the files it counts
 
 # Size in bytes and modification time in whole seconds: S3 gives seconds in a HEAD, and maybe
@@ -144,18 +149,9 @@ def stored_key_set(
     return LiveKeys(keys.replace_schema_metadata(None), read_at)
 
 
-def missing_from(keys: pa.Table, other: pa.Table) -> pa.Table:
-    """The rows of ``keys`` whose key is not in ``other``."""
-    if keys.num_rows == 0 or other.num_rows == 0:
-        return keys
-    return keys.join(other, keys=keys.column_names, join_type="left anti")
-
-
-def also_in(keys: pa.Table, other: pa.Table) -> pa.Table:
-    """The rows of ``keys`` whose key is in ``other``."""
-    if keys.num_rows == 0 or other.num_rows == 0:
-        return keys.slice(0, 0)
-    return keys.join(other, keys=keys.column_names, join_type="left semi")
+def in_hashes(keys: pa.Table, hashes: np.ndarray) -> np.ndarray:
+    """For each row of ``keys``, whether its key's hash is among the sorted ``hashes``."""
+    return np.isin(key_hashes(keys), hashes, assume_unique=False)
 
 
 def write_key_set(settings: LakeSettings, table: str, live: LiveKeys) -> KeySetChange:
@@ -167,68 +163,116 @@ def write_key_set(settings: LakeSettings, table: str, live: LiveKeys) -> KeySetC
     previous = stored_key_set(settings, table, live.keys.column_names)
     if previous is not None and previous.read_at > live.read_at:
         return KeySetChange(live=live.keys.num_rows, deleted=0, superseded=True)
-    deleted = 0 if previous is None else missing_from(previous.keys, live.keys).num_rows
+    deleted = 0
+    if previous is not None:
+        deleted = int(np.count_nonzero(~in_hashes(previous.keys, np.unique(key_hashes(live.keys)))))
     stamped = live.keys.replace_schema_metadata({READ_AT: live.read_at.isoformat().encode()})
     write_partition(settings, key_set_uri(settings, table), stamped)
     return KeySetChange(live=live.keys.num_rows, deleted=deleted, superseded=False)
 
 
+def key_hashes(keys: pa.Table) -> np.ndarray:
+    """A 64-bit hash of each row's key, a compound key's columns combined.
+
+    Integer and boolean columns are hashed as text: pandas hashes them as other types in a chunk
+    where they hold a NULL, so one key would get two hashes.
+    """
+    hashes = [np.empty(0, dtype=np.uint64)]
+    # A slice at a time: pandas hashes strings as Python objects, 100 bytes and more a key.
+    for batch in keys.to_batches(max_chunksize=HASHED_PER_SLICE):
+        columns = [
+            pc.cast(column, pa.string())
+            if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)
+            else column
+            for column in batch.columns
+        ]
+        frame = pa.table(columns, names=keys.column_names).to_pandas(types_mapper=pd.ArrowDtype)
+        hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    return np.concatenate(hashes)
+
+
 @dataclass(frozen=True)
 class KeyIndex:
-    counts: pa.Table  # the key columns and FILES, one row per key some file holds
+    """Each key some data file holds, as its 64-bit hash (sorted), and how many files hold it.
+
+    Hashes, not keys: 12 bytes a key whatever the key, and set operations in sorted arrays
+    instead of hash joins, which took 250 MB for a million uuid keys. Two keys share a hash with a
+    chance below 1e-5 at 10 million keys, and then the check could miss one of them; what the
+    views show never depends on the index.
+    """
+
+    hashes: np.ndarray  # uint64, sorted, unique
+    files: np.ndarray  # int32, > 0
+    key_columns: tuple[str, ...]
     identities: dict[str, FileIdentity]  # day -> identity of the file counted for it
 
-    def keys(self) -> pa.Table:
-        return self.counts.drop_columns([FILES])
+    def as_table(self) -> pa.Table:
+        metadata = {
+            IDENTITIES: json.dumps(self.identities, sort_keys=True).encode(),
+            KEY_COLUMNS: json.dumps(self.key_columns).encode(),
+        }
+        return pa.table({HASH: self.hashes, FILES: self.files}).replace_schema_metadata(metadata)
 
 
-def _count_keys(parts: Sequence[pa.Table], key_columns: Sequence[str]) -> pa.Table:
-    """Sums FILES per key over ``parts`` and keeps the keys still held by a file."""
-    columns = [*key_columns, FILES]
-    summed = (
-        pa.concat_tables([part.select(columns) for part in parts])
-        .group_by(list(key_columns), use_threads=False)
-        .aggregate([(FILES, "sum")])
-    )
-    counts = summed.select(list(key_columns)).append_column(
-        FILES, pc.cast(summed[f"{FILES}_sum"], pa.int32())
-    )
-    return counts.filter(pc.greater(counts[FILES], 0))
+def _count_files(hashes_per_file: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each hash that some file holds, sorted, and how many files hold it."""
+    hashes, files = np.unique(np.concatenate(hashes_per_file), return_counts=True)
+    return hashes, files.astype(np.int32)
 
 
-def _with_files(keys: pa.Table, files: int) -> pa.Table:
-    return keys.append_column(FILES, pa.array([files] * keys.num_rows, pa.int32()))
+def _recount(
+    index: KeyIndex, added: np.ndarray, removed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The index's counts with one file's hashes added and another's removed, by binary search
+    in the sorted index: no sort of the whole index, and memory of a few arrays of the file's."""
+    hashes, files = index.hashes, index.files.astype(np.int32, copy=True)
+    new = np.empty(0, dtype=np.uint64)
+    for part, sign in ((removed, -1), (added, 1)):
+        position = np.searchsorted(hashes, part)
+        found = position < len(hashes)
+        found[found] = hashes[position[found]] == part[found]
+        np.add.at(files, position[found], sign)
+        if sign > 0:
+            new = np.unique(part[~found])
+    if len(new):
+        hashes = np.concatenate([hashes, new])
+        files = np.concatenate([files, np.ones(len(new), dtype=np.int32)])
+        order = np.argsort(hashes, kind="stable")
+        hashes, files = hashes[order], files[order]
+    held = files > 0
+    return hashes[held], files[held]
 
 
 def read_key_index(settings: LakeSettings, table: str, key_schema: pa.Schema) -> KeyIndex | None:
     """The table's key index; None if there is none, or it counts another key than the table's."""
-    counts = _read_if_present(settings, key_index_uri(settings, table))
-    if counts is None or counts.column_names != [*key_schema.names, FILES]:
+    stored = _read_if_present(settings, key_index_uri(settings, table))
+    metadata = {} if stored is None else stored.schema.metadata or {}
+    if KEY_COLUMNS not in metadata or json.loads(metadata[KEY_COLUMNS]) != key_schema.names:
         return None
-    identities = json.loads((counts.schema.metadata or {})[IDENTITIES])
+    identities = json.loads(metadata[IDENTITIES])
     return KeyIndex(
-        counts.replace_schema_metadata(None),
+        stored.column(HASH).to_numpy(),
+        stored.column(FILES).to_numpy(),
+        tuple(key_schema.names),
         {day: (size, mtime) for day, (size, mtime) in identities.items()},
     )
 
 
 def _write_key_index(settings: LakeSettings, table: str, index: KeyIndex) -> None:
-    metadata = {IDENTITIES: json.dumps(index.identities, sort_keys=True).encode()}
-    write_partition(
-        settings, key_index_uri(settings, table), index.counts.replace_schema_metadata(metadata)
-    )
+    write_partition(settings, key_index_uri(settings, table), index.as_table())
 
 
 def rebuild_key_index(settings: LakeSettings, table: str, key_schema: pa.Schema) -> KeyIndex:
     """Counts every data file's keys again: for a new index, or one the files no longer match."""
     files = data_files(settings, table)
-    parts = [_with_files(key_schema.empty_table(), 0)]
+    hashes = [np.empty(0, dtype=np.uint64)]
     for uri, _ in files.values():
         keys = file_keys(settings, uri, key_schema.names)
         if keys is not None:
-            parts.append(_with_files(keys.cast(key_schema), 1))
+            hashes.append(key_hashes(keys.cast(key_schema)))
     index = KeyIndex(
-        _count_keys(parts, key_schema.names),
+        *_count_files(hashes),
+        tuple(key_schema.names),
         {day: identity for day, (_, identity) in files.items()},
     )
     _write_key_index(settings, table, index)
@@ -254,20 +298,23 @@ def update_key_index(
             + ("there is none yet" if index is None else "it did not count the file replaced")
         )
         return rebuild_key_index(settings, table, key_schema)
-    parts = [index.counts, _with_files(new_keys.cast(key_schema), 1)]
-    if old_keys is not None:
-        parts.append(_with_files(old_keys.cast(key_schema), -1))
+    added = key_hashes(new_keys.cast(key_schema))
+    removed = np.empty(0, np.uint64) if old_keys is None else key_hashes(old_keys.cast(key_schema))
     identities = dict(index.identities)
     if new_identity is not None:
         identities[day.isoformat()] = new_identity
-    updated = KeyIndex(_count_keys(parts, key_schema.names), identities)
+    updated = KeyIndex(
+        *_recount(index, added, removed),
+        index.key_columns,
+        identities,
+    )
     _write_key_index(settings, table, updated)
     return updated
 
 
 @dataclass(frozen=True)
 class LakeKeys:
-    keys: pa.Table  # every key some data file of the table holds
+    hashes: np.ndarray  # the hash of every key some data file of the table holds, sorted
     files: int  # data files counted
     rebuilt: bool  # the index no longer matched the files and was counted again
 
@@ -279,4 +326,4 @@ def lake_keys(settings: LakeSettings, table: str, key_schema: pa.Schema) -> Lake
     rebuilt = index is None or index.identities != files
     if rebuilt:
         index = rebuild_key_index(settings, table, key_schema)
-    return LakeKeys(index.keys(), len(index.identities), rebuilt)
+    return LakeKeys(index.hashes, len(index.identities), rebuilt)

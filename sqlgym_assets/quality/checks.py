@@ -39,6 +39,7 @@ from sqlgym_assets.quality.validator import (
     MAX_REPORTED_KEYS,
     RESULT_FORMAT,
     Validator,
+    shared_validator,
     unique_key_expectation,
 )
 from sqlgym_assets.source.plan import ContractDrift, contract_schema
@@ -66,6 +67,8 @@ _DESCRIPTIONS = {
     "(a WARN, so a column added upstream shows before it breaks anyone).",
 }
 _BLOCKING = {ROW_COUNT_MATCHES_SOURCE, NO_NULL_REQUIRED_COLUMNS, NO_DUPLICATE_PRIMARY_KEYS}
+# The checks whose rows great-expectations validates.
+VALIDATED_CHECKS = frozenset(_BLOCKING)
 CHECK_NAMES = tuple(_DESCRIPTIONS)
 
 
@@ -127,7 +130,7 @@ def _check_file(
     results = []
     if SCHEMA_MATCHES_SOURCE in selected:
         results.append(check_schema(asset_key, table, parquet.schema_arrow, facts.drift))
-    data_checks = selected & _BLOCKING
+    data_checks = selected & VALIDATED_CHECKS
     if not data_checks:
         return results
     # Only the key and NOT NULL columns are read: never the JSON and text payloads.
@@ -148,7 +151,7 @@ def _check_file(
             )
             for name in sorted(data_checks)
         ]
-    validator = Validator()
+    validator = shared_validator()
     unique_key = unique_key_expectation(validator, table)
     rows_per_bucket: list[int] = []
     key_validations: list[Any] = []

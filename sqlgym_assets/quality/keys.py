@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from sqlgym_assets.lake.keys import key_hashes
 
 # About the most keys great-expectations' uniqueness check is given at once: a partition with
 # more has its keys split by hash into buckets of this size, so memory does not grow with rows.
@@ -57,7 +58,7 @@ def _spill_by_bucket(
     with pa.ipc.new_file(spill, schema) as writer:
         for group in range(parquet.num_row_groups):
             keys = parquet.read_row_group(group, columns=columns)
-            bucket = (_key_hashes(keys) % buckets).astype(np.int64)
+            bucket = (key_hashes(keys) % buckets).astype(np.int64)
             by_bucket = keys.take(np.argsort(bucket, kind="stable"))
             ends = np.cumsum(np.bincount(bucket, minlength=buckets))
             for number, (start, end) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
@@ -68,22 +69,6 @@ def _spill_by_bucket(
                         range(written, writer.stats.num_record_batches)
                     )
     return batches_of_bucket
-
-
-def _key_hashes(keys: pa.Table) -> np.ndarray:
-    """A 64-bit hash of each row's key, a compound key's columns combined.
-
-    Integer and boolean columns are hashed as text: pandas hashes them as other types in a row
-    group where they hold a NULL, so one key would get two hashes and land in two buckets.
-    """
-    columns = [
-        pc.cast(column, pa.string())
-        if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)
-        else column
-        for column in keys.columns
-    ]
-    frame = arrow_backed(pa.table(columns, names=keys.column_names))
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def arrow_backed(data: pa.Table) -> pd.DataFrame:

@@ -9,11 +9,13 @@ the table's key count and not the number of days in the lake (``make bench`` mea
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
 from sqlgym_assets.catalog import TableSpec
-from sqlgym_assets.lake.keys import also_in, lake_keys, missing_from, stored_key_set
+from sqlgym_assets.lake.keys import key_hashes, lake_keys, stored_key_set
 from sqlgym_assets.lake.layout import LakeSettings
 
 KEYS_MATCH_SOURCE = "keys_match_source"
@@ -29,18 +31,28 @@ MAX_EXAMPLE_KEYS = 20
 def check_keys_match_source(
     asset_key: AssetKey, table: TableSpec, settings: LakeSettings, live_keys: pa.Table
 ) -> AssetCheckResult:
-    in_files = lake_keys(settings, table.name, live_keys.schema)
+    # Sets of 64-bit key hashes (lake/keys.py, KeyIndex); examples are the keys themselves.
+    current = lake_keys(settings, table.name, live_keys.schema)
     key_set = stored_key_set(settings, table.name, live_keys.column_names)
-    current = in_files.keys if key_set is None else also_in(in_files.keys, key_set.keys)
-    missing = missing_from(live_keys, current)
-    surviving = missing_from(current, live_keys)
+    current_hashes = current.hashes
+    if key_set is not None:
+        key_set_hashes = key_hashes(key_set.keys)
+        current_hashes = current_hashes[np.isin(current_hashes, key_set_hashes)]
+    live_hashes = key_hashes(live_keys)
+    missing = live_keys.filter(pa.array(~np.isin(live_hashes, current_hashes)))
+    surviving = current_hashes[~np.isin(current_hashes, live_hashes)]
+    surviving_keys = (
+        key_set.keys.filter(pa.array(np.isin(key_set_hashes, surviving)))
+        if key_set is not None
+        else live_keys.slice(0, 0)  # without a key set the index has hashes only
+    )
     # A deleted row that analysts still count is a wrong answer; a live row not there yet is a
     # gap that a backfill of its day closes, and every lake has it until its history is loaded.
-    severity = AssetCheckSeverity.ERROR if surviving.num_rows else AssetCheckSeverity.WARN
+    severity = AssetCheckSeverity.ERROR if len(surviving) else AssetCheckSeverity.WARN
     problems = []
-    if surviving.num_rows:
+    if len(surviving):
         problems.append(
-            f"{surviving.num_rows} key(s) deleted in the source survive in the lake's current "
+            f"{len(surviving)} key(s) deleted in the source survive in the lake's current "
             "state: materialize today's partition to record the live key set"
         )
     if missing.num_rows:
@@ -56,13 +68,13 @@ def check_keys_match_source(
         description="; ".join(problems) or None,
         metadata={
             "live_keys": live_keys.num_rows,
-            "current_keys": current.num_rows,
+            "current_keys": len(current_hashes),
             "missing_keys": missing.num_rows,
-            "surviving_deleted_keys": surviving.num_rows,
+            "surviving_deleted_keys": len(surviving),
             "missing_examples": MetadataValue.json(_examples(missing)),
-            "surviving_examples": MetadataValue.json(_examples(surviving)),
-            "files_counted": in_files.files,
-            "key_index_rebuilt": in_files.rebuilt,
+            "surviving_examples": MetadataValue.json(_examples(surviving_keys)),
+            "files_counted": current.files,
+            "key_index_rebuilt": current.rebuilt,
             "key_set_read_at": MetadataValue.text(
                 key_set.read_at.isoformat() if key_set else "none"
             ),
@@ -71,8 +83,10 @@ def check_keys_match_source(
 
 
 def _examples(keys: pa.Table) -> list[str]:
-    rows = keys.sort_by([(name, "ascending") for name in keys.column_names])
+    """The first MAX_EXAMPLE_KEYS keys in order, without sorting them all."""
+    order = [(name, "ascending") for name in keys.column_names]
+    first = pc.select_k_unstable(keys, k=min(MAX_EXAMPLE_KEYS, keys.num_rows), sort_keys=order)
     return [
         ", ".join(f"{name}={value}" for name, value in row.items())
-        for row in rows.slice(0, MAX_EXAMPLE_KEYS).to_pylist()
+        for row in keys.take(first).sort_by(order).to_pylist()
     ]
