@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs
@@ -172,23 +171,42 @@ def write_key_set(settings: LakeSettings, table: str, live: LiveKeys) -> KeySetC
 
 
 def key_hashes(keys: pa.Table) -> np.ndarray:
-    """A 64-bit hash of each row's key, a compound key's columns combined.
+    """A 64-bit hash of each row's key (FNV-1a of each column's text), a compound key's columns
+    combined; a NULL hashes alike in every column.
 
-    Integer and boolean columns are hashed as text: pandas hashes them as other types in a chunk
-    where they hold a NULL, so one key would get two hashes.
+    Computed over Arrow's buffers a byte position at a time, for every key at once: no Python
+    object per key, and a slice of keys at a time, so memory stays at a few arrays of a slice.
     """
     hashes = [np.empty(0, dtype=np.uint64)]
-    # A slice at a time: pandas hashes strings as Python objects, 100 bytes and more a key.
     for batch in keys.to_batches(max_chunksize=HASHED_PER_SLICE):
-        columns = [
-            pc.cast(column, pa.string())
-            if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)
-            else column
-            for column in batch.columns
-        ]
-        frame = pa.table(columns, names=keys.column_names).to_pandas(types_mapper=pd.ArrowDtype)
-        hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+        combined = np.full(batch.num_rows, _FNV_OFFSET, dtype=np.uint64)
+        for column in batch.columns:
+            combined = (combined ^ _text_hashes(column)) * _FNV_PRIME
+        hashes.append(combined)
     return np.concatenate(hashes)
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _text_hashes(column: pa.Array) -> np.ndarray:
+    text = pc.cast(column, pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[
+        text.offset : text.offset + len(text) + 1
+    ]
+    data = text.buffers()[2]
+    data = np.empty(0, np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    hashes = np.full(len(text), _FNV_OFFSET, dtype=np.uint64)
+    every = np.arange(len(text))
+    for position in range(int(lengths.max(initial=0))):
+        rows = every if position < lengths.min() else np.flatnonzero(lengths > position)
+        hashes[rows] = (hashes[rows] ^ data[starts[rows] + position]) * _FNV_PRIME
+    if text.null_count:
+        hashes[text.is_null().to_numpy(zero_copy_only=False)] = _NULL_HASH
+    return hashes
 
 
 @dataclass(frozen=True)
