@@ -87,6 +87,8 @@ class ParquetLakeIOManager(ConfigurableIOManager):
             )
         else:
             written, keys = write_partition(settings, uri, obj), None
+        # The extract's batches are freed; hand their pages back before the checks allocate.
+        pa.default_memory_pool().release_unused()
         context.log.info(f"wrote {written.rows} rows ({written.bytes} bytes) to {uri}")
         record_uri = self._record_sync(context, settings, partition, written, keys)
         if keys is not None:

@@ -88,7 +88,10 @@ class CollectedKeys:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for batch in self._stream:
-            self._batches.append(batch.select(self._key_columns))
+            # Copied out: a column of the batch would keep the whole batch's memory (all of its
+            # columns, in the driver's allocation) alive until the write ends.
+            columns = [pa.concat_arrays([batch.column(name)]) for name in self._key_columns]
+            self._batches.append(pa.RecordBatch.from_arrays(columns, names=self._key_columns))
             yield batch
 
     def close(self) -> None:
@@ -148,9 +151,14 @@ def stored_key_set(
     return LiveKeys(keys.replace_schema_metadata(None), read_at)
 
 
-def in_hashes(keys: pa.Table, hashes: np.ndarray) -> np.ndarray:
-    """For each row of ``keys``, whether its key's hash is among the sorted ``hashes``."""
-    return np.isin(key_hashes(keys), hashes, assume_unique=False)
+def in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """For each of ``values``, whether it is in ``sorted_set``: a binary search each, so memory
+    is one position per value (``np.isin`` sorts both arrays together)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    position = np.searchsorted(sorted_set, values)
+    position[position == len(sorted_set)] = 0
+    return sorted_set[position] == values
 
 
 def write_key_set(settings: LakeSettings, table: str, live: LiveKeys) -> KeySetChange:
@@ -164,7 +172,8 @@ def write_key_set(settings: LakeSettings, table: str, live: LiveKeys) -> KeySetC
         return KeySetChange(live=live.keys.num_rows, deleted=0, superseded=True)
     deleted = 0
     if previous is not None:
-        deleted = int(np.count_nonzero(~in_hashes(previous.keys, np.unique(key_hashes(live.keys)))))
+        live_hashes = np.sort(key_hashes(live.keys))
+        deleted = int(np.count_nonzero(~in_sorted(key_hashes(previous.keys), live_hashes)))
     stamped = live.keys.replace_schema_metadata({READ_AT: live.read_at.isoformat().encode()})
     write_partition(settings, key_set_uri(settings, table), stamped)
     return KeySetChange(live=live.keys.num_rows, deleted=deleted, superseded=False)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
 from sqlgym_assets.catalog import TableSpec
-from sqlgym_assets.lake.keys import key_hashes, lake_keys, stored_key_set
+from sqlgym_assets.lake.keys import in_sorted, key_hashes, lake_keys, stored_key_set
 from sqlgym_assets.lake.layout import LakeSettings
 
 KEYS_MATCH_SOURCE = "keys_match_source"
@@ -34,15 +34,15 @@ def check_keys_match_source(
     # Sets of 64-bit key hashes (lake/keys.py, KeyIndex); examples are the keys themselves.
     current = lake_keys(settings, table.name, live_keys.schema)
     key_set = stored_key_set(settings, table.name, live_keys.column_names)
-    current_hashes = current.hashes
+    current_hashes = current.hashes  # sorted
     if key_set is not None:
         key_set_hashes = key_hashes(key_set.keys)
-        current_hashes = current_hashes[np.isin(current_hashes, key_set_hashes)]
+        current_hashes = current_hashes[in_sorted(current_hashes, np.sort(key_set_hashes))]
     live_hashes = key_hashes(live_keys)
-    missing = live_keys.filter(pa.array(~np.isin(live_hashes, current_hashes)))
-    surviving = current_hashes[~np.isin(current_hashes, live_hashes)]
+    missing = live_keys.filter(pa.array(~in_sorted(live_hashes, current_hashes)))
+    surviving = current_hashes[~in_sorted(current_hashes, np.sort(live_hashes))]
     surviving_keys = (
-        key_set.keys.filter(pa.array(np.isin(key_set_hashes, surviving)))
+        key_set.keys.filter(pa.array(in_sorted(key_set_hashes, surviving)))
         if key_set is not None
         else live_keys.slice(0, 0)  # without a key set the index has hashes only
     )
