@@ -186,3 +186,51 @@ def test_reconciliation_bench_finds_what_re_reading_every_day_finds(tmp_path: Pa
         for figure in ("index_update_seconds", "check_seconds", "reread_seconds"):
             assert row[figure] > 0
     assert "| 5 |" in (tmp_path / "reconciliation.md").read_text()
+
+
+def test_end_to_end_bench_times_three_cli_materializations_with_their_checks(
+    database_url: str, tmp_path: Path
+) -> None:
+    """bench/end_to_end.py at 3,000 rows: each partition really materialized by the CLI, its
+    checks returned, its wall time split by its own events."""
+    script = REPOSITORY_ROOT / "bench" / "end_to_end.py"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--rows",
+            "3000",
+            "--busy-rows",
+            "1000",
+            "--repeat",
+            "1",
+            "--database-url",
+            database_url,
+            "--schema",
+            "sqlgym_e2e_test",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "end_to_end.json").read_text())
+    runs = {run["case"]: run for run in report["runs"]}
+    assert {case: run["rows"] for case, run in runs.items()} == {
+        "empty": 0,
+        "whole table": 3000,
+        "busy day": 1000,
+    }
+    assert all(runs["whole table"]["checks_passed"].values())
+    assert all(runs["busy day"]["checks_passed"].values())  # its one day holds every key
+    # The empty day's lake holds none of the table's 1,000 keys: only the reconciliation fails.
+    empty = runs["empty"]["checks_passed"]
+    assert [name for name, passed in empty.items() if not passed] == ["keys_match_source"]
+    for run in runs.values():
+        parts = ("startup_seconds", "extract_write_seconds", "checks_seconds", "exit_seconds")
+        assert sum(run[part] for part in parts) == pytest.approx(run["wall_seconds"], abs=0.01)
+        assert run["peak_rss_mb"] > 0 and run["raw_copy_seconds"] > 0
+    assert "Targets:" in (tmp_path / "end_to_end.md").read_text()

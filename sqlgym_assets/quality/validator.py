@@ -40,10 +40,15 @@ class Validator:
         asset = context.data_sources.add_pandas("lake").add_dataframe_asset("partition")
         self._batches = asset.add_batch_definition_whole_dataframe("frame")
         self._suite = gx.ExpectationSuite
+        self._lock = threading.Lock()
         self.expectations = gx.expectations
 
     def validate(self, frame: pd.DataFrame, expectation: Any) -> Any:
-        return self._batches.get_batch(batch_parameters={"dataframe": frame}).validate(expectation)
+        # One context serves the process: steps of runs in other threads take turns, since a
+        # great-expectations batch definition is not safe to share between threads.
+        with self._lock:
+            batch = self._batches.get_batch(batch_parameters={"dataframe": frame})
+            return batch.validate(expectation)
 
     def validate_all(self, frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
         """Several expectations in one pass; results in the same order."""
