@@ -383,3 +383,15 @@ def test_a_key_set_read_earlier_never_replaces_one_read_later(tmp_path: Path) ->
     assert kept.keys.column("id").to_pylist() == ["a", "b"]
     later = LiveKeys(pa.table({"id": ["b"]}), datetime(2025, 10, 2, 13, tzinfo=UTC))
     assert write_key_set(settings, "users", later).deleted == 1
+
+
+def test_an_unusable_lake_is_refused_in_one_line_naming_the_option(monkeypatch) -> None:
+    monkeypatch.delenv("SQLGYM_LAKE_URL", raising=False)
+    for arguments, reason in (
+        (["sql", "--engine", "duckdb"], "no lake configured"),
+        (["sql", "--engine", "athena", "--lake", "/srv/lake"], "Athena reads S3 only"),
+    ):
+        finished = run_command(["sqlgym-lake", *arguments], dict(os.environ))
+        assert finished.returncode == 2
+        assert reason in finished.stderr and "(--lake)" in finished.stderr
+        assert "Traceback" not in finished.stderr

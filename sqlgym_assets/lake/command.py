@@ -15,7 +15,12 @@ import sys
 from collections.abc import Callable
 
 from sqlgym_assets.catalog import TABLES
-from sqlgym_assets.lake.layout import LAKE_URL_ENV, LakeSettings, lake_settings
+from sqlgym_assets.lake.layout import (
+    LAKE_URL_ENV,
+    LakeConfigurationError,
+    LakeSettings,
+    lake_settings,
+)
 from sqlgym_assets.lake.lifecycle import apply_abort_incomplete_uploads_rule
 from sqlgym_assets.lake.views import athena_sql, duckdb_sql, lake_contents, spark_sql
 
@@ -46,14 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle.add_argument("--days", type=int, default=1, help="days after an upload starts")
     args = parser.parse_args(argv)
 
-    settings = lake_settings(args.lake)
-    if args.task == "lifecycle":
-        rule = apply_abort_incomplete_uploads_rule(settings, days=args.days)
-        print(json.dumps(rule, indent=2))
-    elif args.task == "sql":
-        print(view_sql(settings, args.engine, args.database), end="")
-    else:
-        open_shell(settings, args.command)
+    try:
+        settings = lake_settings(args.lake)
+        if args.task == "lifecycle":
+            rule = apply_abort_incomplete_uploads_rule(settings, days=args.days)
+            print(json.dumps(rule, indent=2))
+        elif args.task == "sql":
+            print(view_sql(settings, args.engine, args.database), end="")
+        else:
+            open_shell(settings, args.command)
+    except LakeConfigurationError as error:
+        parser.exit(2, f"sqlgym-lake {args.task}: {error} (--lake)\n")
 
 
 def view_sql(settings: LakeSettings, engine: str, database: str = "sqlgym") -> str:
