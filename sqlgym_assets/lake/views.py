@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from sqlgym_assets.catalog import SyncMode, TableSpec
-from sqlgym_assets.lake.keys import data_files, stored_key_set
+from sqlgym_assets.lake.keys import data_files, file_identity
 from sqlgym_assets.lake.layout import (
     LakeConfigurationError,
     LakeSettings,
@@ -53,7 +53,9 @@ def lake_contents(settings: LakeSettings, tables: Iterable[TableSpec]) -> LakeCo
         with_key_sets=frozenset(
             t.name
             for t in tables
-            if t.sync_mode is not SyncMode.SNAPSHOT and stored_key_set(settings, t.name)
+            # Its existence only: reading a key set of millions of keys to learn that is waste.
+            if t.sync_mode is not SyncMode.SNAPSHOT
+            and file_identity(settings, key_set_uri(settings, t.name)) is not None
         ),
     )
 
@@ -115,6 +117,21 @@ def _current_state(table: TableSpec, history: str, live_keys: str | None, quote:
     )
 
 
+def _files_glob(settings: LakeSettings, table: TableSpec) -> str:
+    return f"{table_uri(settings, table.name)}/*/*/*/*.parquet"
+
+
+def _file_columns(table: TableSpec, quote: str, naive_timestamp: str) -> list[str]:
+    """The contract's columns as read from the files; ``naive_timestamp`` (a format of one
+    column) reads a naive timestamp column, which holds UTC, as the instant it is."""
+    columns = []
+    for field in contract_schema(table):
+        name = _quoted(field.name, quote)
+        naive = _is_naive_timestamp(field.type)
+        columns.append(f"{naive_timestamp.format(name)} AS {name}" if naive else name)
+    return columns
+
+
 def _empty_select(table: TableSpec, engine: str, quote: str) -> str:
     """A typed empty result for a table with no file yet."""
     columns = [
@@ -149,13 +166,8 @@ def duckdb_sql(settings: LakeSettings, tables: Iterable[TableSpec], contents: La
     for table in tables:
         history = _quoted(f"{table.name}_history")
         if table.name in contents.with_files:
-            columns = [
-                f"timezone('UTC', {_quoted(field.name)}) AS {_quoted(field.name)}"
-                if _is_naive_timestamp(field.type)
-                else _quoted(field.name)
-                for field in contract_schema(table)
-            ]
-            files = _literal(f"{table_uri(settings, table.name)}/*/*/*/*.parquet")
+            columns = _file_columns(table, '"', "timezone('UTC', {})")
+            files = _literal(_files_glob(settings, table))
             read = f"FROM read_parquet({files}, filename = true)"
             day = f"regexp_extract(filename, {_literal(DAY_PATH_PATTERN)}, 1)"
             date_column = f"CAST(strptime({day}, '%Y/%m/%d') AS date) AS {PARTITION_DATE}"
@@ -193,15 +205,10 @@ def spark_sql(settings: LakeSettings, tables: Iterable[TableSpec], contents: Lak
         if table.name in contents.with_files:
             # Spark 3.4+ reads a naive column as TIMESTAMP_NTZ and 3.3 as TIMESTAMP: the cast
             # gives both the same instant, in the UTC session.
-            columns = [
-                f"CAST({_quoted(field.name, '`')} AS timestamp) AS {_quoted(field.name, '`')}"
-                if _is_naive_timestamp(field.type)
-                else _quoted(field.name, "`")
-                for field in contract_schema(table)
-            ]
+            columns = _file_columns(table, "`", "CAST({} AS timestamp)")
             day = f"regexp_extract(input_file_name(), {_literal(DAY_PATH_PATTERN)}, 1)"
             columns.append(f"to_date({day}, 'yyyy/MM/dd') AS {PARTITION_DATE}")
-            files = _quoted(f"{table_uri(settings, table.name)}/*/*/*/*.parquet", "`")
+            files = _quoted(_files_glob(settings, table), "`")
             select = f"SELECT {', '.join(columns)}\nFROM parquet.{files}"
         else:
             select = _empty_select(table, "spark", "`")
