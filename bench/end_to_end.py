@@ -40,6 +40,7 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 if str(REPOSITORY_ROOT) not in sys.path:  # run as a script: the project is importable
     sys.path.insert(0, str(REPOSITORY_ROOT))
 
+from end_to_end_location import BUSY_DAY, WHOLE_TABLE  # noqa: E402  (this folder)
 from extract_bench import (  # noqa: E402  (this folder)
     DATA_START,
     MEASURED_DAY,
@@ -51,7 +52,7 @@ from extract_bench import (  # noqa: E402  (this folder)
 )
 
 LOCATION = Path(__file__).resolve().parent / "end_to_end_location.py"
-BUSY_TABLE = "busy_submissions"
+BUSY_TABLE = BUSY_DAY.name
 EMPTY_DAY = DATA_START - timedelta(days=30)
 # The targets of issue 14, for the report to say which are met.
 TARGETS = {"whole table": 0.6, "busy day": 0.5}
@@ -100,20 +101,19 @@ def cases() -> dict[str, tuple[str, str]]:
     today = datetime.now(UTC).date().isoformat()
     return {
         "empty": (BUSY_TABLE, EMPTY_DAY.isoformat()),
-        "whole table": ("submissions", today),
+        "whole table": (WHOLE_TABLE.name, today),
         "busy day": (BUSY_TABLE, MEASURED_DAY.isoformat()),
     }
 
 
 def raw_copy_seconds(database_url: str, schema: str, table: str, partition: str) -> float:
     """COPY of the project's own SELECT for the partition, in its transaction and window."""
-    import end_to_end_location as location
     import psycopg2
 
     from sqlgym_assets.source.plan import partition_window, plan_extract, window_parameters
     from sqlgym_assets.source.reader import PostgresResource
 
-    spec = location.WHOLE_TABLE if table == "submissions" else location.BUSY_DAY
+    spec = WHOLE_TABLE if table == WHOLE_TABLE.name else BUSY_DAY
     os.environ["SQLGYM_DATABASE_URL"] = database_url
     plan = plan_extract(spec, PostgresResource(source_schema=schema).source_columns(spec), schema)
     window = None if spec.cursor_column is None else partition_window(partition)

@@ -7,46 +7,29 @@ IO manager and resources as in ``sqlgym_assets.definitions``; only the tables ar
 by SQLGYM_BENCH_SCHEMA.
 """
 
+import sys
+from dataclasses import replace
+from pathlib import Path
+
 from dagster import Definitions, EnvVar, definitions, in_process_executor
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
-from sqlgym_assets.catalog import Column, SyncMode, TableSpec
 from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.operations.shutdown import skip_the_last_collection
 from sqlgym_assets.source.reader import PostgresResource
 
-# (name, PostgreSQL type as format_type prints it, NOT NULL): extract_bench.COLUMNS
-COLUMNS = tuple(
-    Column(name, pg_type, required=required)
-    for name, pg_type, required in (
-        ("id", "character varying", True),
-        ("user_id", "character varying", True),
-        ("problem_id", "character varying", True),
-        ("query", "text", True),
-        ("is_correct", "boolean", True),
-        ("execution_time", "integer", False),
-        ("submitted_at", "timestamp without time zone", True),
-        ("query_result", "jsonb", False),
-        ("memory_used_mb", "numeric(10,2)", False),
-    )
-)
-WHOLE_TABLE = TableSpec(
-    name="submissions",
-    description="Benchmark submissions, read whole.",
-    group="bench",
-    sync_mode=SyncMode.SNAPSHOT,
-    priority=1,
-    columns=COLUMNS,
-)
-BUSY_DAY = TableSpec(
+# Loaded by path (`dagster ... -f`): its folder is importable only once it is on the path.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from extract_bench import bench_table_spec
+
+WHOLE_TABLE = bench_table_spec("full")
+BUSY_DAY = replace(
+    bench_table_spec("day"),
     name="busy_submissions",
     description="Benchmark submissions with one busy day.",
-    group="bench",
-    sync_mode=SyncMode.APPEND,
-    cursor_column="submitted_at",
-    priority=1,
-    columns=COLUMNS,
 )
 
 
