@@ -11,11 +11,13 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
@@ -30,6 +32,8 @@ from psycopg2 import sql
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
 from sqlgym_assets.catalog import TABLES_BY_NAME, ColumnPolicy, TableSpec
+from sqlgym_assets.demo.data import load_demo_data
+from sqlgym_assets.demo.embedded_postgres import ensure_database
 from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.lake.layout import LAKE_URL_ENV
 from sqlgym_assets.quality.checks import check_names
@@ -197,6 +201,42 @@ def lake_rows(table: TableSpec, path: Path) -> list[dict[str, Any]]:
             if row[name] is not None:
                 row[name] = json.loads(row[name])
     return rows
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    server = psycopg2.connect(server_url)
+    server.autocommit = True
+    with server.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+    server.close()
+
+
+@contextmanager
+def demo_database(server_url: str, name: str, *, seed: int = 0) -> Iterator[str]:
+    """A database of its own on the tests' server, with the demo's rows, for a test to change at
+    will; dropped afterwards, and first what an interrupted run left."""
+    _drop_database(server_url, name)
+    url = ensure_database(server_url, name)
+    load_demo_data(url, datetime.now(UTC), seed=seed)
+    try:
+        yield url
+    finally:
+        _drop_database(server_url, name)
+
+
+@contextmanager
+def utc_connection(url: str) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit connection whose days are UTC days, as the lake's."""
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def source_count(connection, table: TableSpec) -> int:

@@ -22,11 +22,10 @@ from psycopg2 import sql
 
 from sqlgym_assets.assets import ABSENT_FROM_SOURCE, lake_asset_key
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, ColumnPolicy, TableSpec
-from sqlgym_assets.demo.data import load_demo_data
-from sqlgym_assets.demo.embedded_postgres import ensure_database
 from sqlgym_assets.operations import monitor
 from sqlgym_assets.source.plan import contract_schema
 from sqlgym_assets_tests.helpers import (
+    demo_database,
     failed_once,
     lake_file,
     lake_rows,
@@ -35,6 +34,7 @@ from sqlgym_assets_tests.helpers import (
     pseudonymize,
     run_command,
     today,
+    utc_connection,
 )
 
 APP_DATABASE = "sqlgym_app_shaped"
@@ -72,39 +72,20 @@ APP_SHAPE = [
 ]
 
 
-def _drop_app_database(database_url: str) -> None:
-    server = psycopg2.connect(database_url)
-    server.autocommit = True
-    with server.cursor() as cursor:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        cursor.execute(drop.format(sql.Identifier(APP_DATABASE)))
-    server.close()
-
-
 @pytest.fixture(scope="module")
 def app_database_url(database_url: str) -> Iterator[str]:
-    _drop_app_database(database_url)  # what an interrupted run left
-    url = ensure_database(database_url, APP_DATABASE)
-    load_demo_data(url, datetime.now(UTC))
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        for statement in APP_SHAPE:
-            cursor.execute(statement)
-    connection.close()
-    yield url
-    _drop_app_database(database_url)
+    with demo_database(database_url, APP_DATABASE) as url, utc_connection(url) as connection:
+        with connection.cursor() as cursor:
+            for statement in APP_SHAPE:
+                cursor.execute(statement)
+        yield url
 
 
 @pytest.fixture
 def app_db(app_database_url: str) -> Iterator[psycopg2.extensions.connection]:
     """The tests' own view of the app's database; days are UTC days."""
-    connection = psycopg2.connect(app_database_url)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("SET TIME ZONE 'UTC'")
-    yield connection
-    connection.close()
+    with utc_connection(app_database_url) as connection:
+        yield connection
 
 
 @pytest.fixture

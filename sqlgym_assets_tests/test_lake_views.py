@@ -22,13 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 import sqlglot
 from dagster import AssetSelection, DagsterInstance, materialize
-from psycopg2 import sql
 from sqlglot import exp
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset, lake_asset_key
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
-from sqlgym_assets.demo.data import load_demo_data
-from sqlgym_assets.demo.embedded_postgres import ensure_database
 from sqlgym_assets.lake.keys import LiveKeys, stored_key_set, write_key_set
 from sqlgym_assets.lake.layout import key_index_uri, key_set_uri, lake_settings
 from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE
@@ -36,6 +33,7 @@ from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
     BIN,
     JSON_TYPES,
+    demo_database,
     env_lake,
     lake_file,
     materialize_tables,
@@ -43,6 +41,7 @@ from sqlgym_assets_tests.helpers import (
     run_command,
     source_rows,
     today,
+    utc_connection,
 )
 
 MIRROR_DATABASE = "sqlgym_mirror"
@@ -52,33 +51,17 @@ INTERACTIONS = TABLES_BY_NAME["problem_interactions"]
 READER_TIME_ZONE = "America/Los_Angeles"
 
 
-def _drop_mirror_database(database_url: str) -> None:
-    server = psycopg2.connect(database_url)
-    server.autocommit = True
-    with server.cursor() as cursor:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        cursor.execute(drop.format(sql.Identifier(MIRROR_DATABASE)))
-    server.close()
-
-
 @pytest.fixture
 def mirror_database_url(database_url: str) -> Iterator[str]:
     """A database of its own, with the demo's rows, that a test may change at will."""
-    _drop_mirror_database(database_url)
-    url = ensure_database(database_url, MIRROR_DATABASE)
-    load_demo_data(url, datetime.now(UTC), seed=13)
-    yield url
-    _drop_mirror_database(database_url)
+    with demo_database(database_url, MIRROR_DATABASE, seed=13) as url:
+        yield url
 
 
 @pytest.fixture
 def mirror(mirror_database_url: str) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(mirror_database_url)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("SET TIME ZONE 'UTC'")
-    yield connection
-    connection.close()
+    with utc_connection(mirror_database_url) as connection:
+        yield connection
 
 
 @pytest.fixture
