@@ -305,7 +305,7 @@ def _recorded_facts(
         else ContractDrift(),
         # The keys alone, in a snapshot of their own: is the lake's current state still the
         # source's, deletes since the last sync included?
-        live_keys=postgres.live_keys(table)[0] if KEYS_MATCH_SOURCE in checks else None,
+        live_keys=postgres.live_keys(table) if KEYS_MATCH_SOURCE in checks else None,
     )
 
 

@@ -4,13 +4,13 @@ checkable without re-reading its days.
 - The **key set** (``layout.key_set_uri``) holds the source's live primary keys as read in the
   snapshot of the table's latest sync. The current-state views keep only rows whose key is in it,
   so a row deleted in the source leaves the current state at the next sync.
-- The **key index** (``layout.key_index_uri``) holds every key that the table's data files hold,
-  with the number of files holding it, and the identity (size, modification time) of each file it
-  counts. A sync updates it from the one file it replaced: the old file's keys out, the new one's
-  in. Reconciling a partition therefore costs the table's key count, however many days the lake
-  holds. A file that anything else changed (a day deleted or restored by hand, a sync killed
-  between its file and its index) no longer matches its identity, and the index is rebuilt from
-  the files, once.
+- The **key index** (``layout.key_index_uri``) holds the 64-bit hash of every key that the
+  table's data files hold, with the number of files holding it, and the identity (size,
+  modification time) of each file it counts. A sync updates it from the one file it replaced:
+  the old file's keys out, the new one's in. Reconciling a partition therefore costs the table's
+  key count, however many days the lake holds. A file that anything else changed (a day deleted
+  or restored by hand, a sync killed between its file and its index) no longer matches its
+  identity, and the index is rebuilt from the files, once.
 
 Both are written atomically, like the data (``writer.write_partition``).
 """

@@ -66,9 +66,10 @@ _DESCRIPTIONS = {
     SCHEMA_MATCHES_SOURCE: "The file's columns and types equal the source table's current ones "
     "(a WARN, so a column added upstream shows before it breaks anyone).",
 }
-_BLOCKING = {ROW_COUNT_MATCHES_SOURCE, NO_NULL_REQUIRED_COLUMNS, NO_DUPLICATE_PRIMARY_KEYS}
-# The checks whose rows great-expectations validates.
-VALIDATED_CHECKS = frozenset(_BLOCKING)
+# The checks whose rows great-expectations validates; they also block downstream on ERROR.
+VALIDATED_CHECKS = frozenset(
+    {ROW_COUNT_MATCHES_SOURCE, NO_NULL_REQUIRED_COLUMNS, NO_DUPLICATE_PRIMARY_KEYS}
+)
 CHECK_NAMES = tuple(_DESCRIPTIONS)
 
 
@@ -87,7 +88,7 @@ def build_check_specs(
             name,
             asset=asset_key,
             description=descriptions[name],
-            blocking=name in _BLOCKING,
+            blocking=name in VALIDATED_CHECKS,
             partitions_def=partitions_def,
         )
         for name in check_names(table)

@@ -268,13 +268,13 @@ class PostgresResource(ConfigurableResource):
             [conform_batch(batch, schema) for batch in keys.to_batches()], schema=schema
         )
 
-    def live_keys(self, table: TableSpec) -> tuple[pa.Table, datetime]:
-        """A windowed table's live key set and the instant it was read, in its own snapshot."""
+    def live_keys(self, table: TableSpec) -> pa.Table:
+        """A windowed table's live key set, in a read-only snapshot of its own."""
         with self.connect() as connection:
             cursor = connection.cursor()
             cursor.execute(_BEGIN_SNAPSHOT)
             cursor.execute(_START_SNAPSHOT_SQL, parameters=self._timeouts())
-            read_at, *_ = cursor.fetchone()
+            cursor.fetchone()
             with self._explained_timeouts(table):
                 plan = plan_extract(
                     table, self._read_source_columns(cursor, table), self.source_schema
@@ -282,7 +282,7 @@ class PostgresResource(ConfigurableResource):
                 keys = self._read_key_set(cursor, plan)
         if keys is None:
             raise ValueError(f"{table.name} is a snapshot table: it has no key set")
-        return keys, read_at.astimezone(UTC)
+        return keys
 
     @contextmanager
     def snapshot(self, table: TableSpec, window: Window | None) -> Iterator[PartitionSnapshot]:
