@@ -4,18 +4,24 @@ Each step reads its partition in one snapshot (``source``), hands the row stream
 manager, which writes the file (``lake``), then checks the file it wrote (``quality``).
 """
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetObservation,
     AssetRecordsFilter,
     AssetsDefinition,
     AssetSpec,
+    BackfillPolicy,
+    DagsterEventType,
     DailyPartitionsDefinition,
     Failure,
     FreshnessPolicy,
@@ -37,9 +43,10 @@ from sqlgym_assets.catalog import (
     TableSpec,
     validate_catalog,
 )
-from sqlgym_assets.lake.io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager
+from sqlgym_assets.lake.io_manager import SOURCE_ROW_COUNT, ParquetLakeIOManager, SyncFacts
 from sqlgym_assets.lake.keys import KeyedPartition, LiveKeys
 from sqlgym_assets.lake.reader import partition_exists
+from sqlgym_assets.lake.writer import BatchStream
 from sqlgym_assets.operations.retries import (
     SYNC_RETRY_POLICY,
     fail_permanent_errors_without_retry,
@@ -159,54 +166,193 @@ def build_lake_asset(
         pool=SOURCE_DATABASE_POOL,
         op_tags={"dagster/priority": str(STEP_PRIORITY_BASE - table.priority)},
         retry_policy=retry_policy,
+        # A range of days (a UI backfill, `--partition-range`) is one run, not a run per day.
+        backfill_policy=BackfillPolicy.single_run(),
     )
     def sync_table(
         context: AssetExecutionContext,
         postgres: PostgresResource,
         # The IO manager doubles as a resource: checks read the file it wrote.
         parquet_lake: ResourceParam[ParquetLakeIOManager],
-    ) -> Iterator[Output | AssetCheckResult]:
+    ) -> Iterator[Output | AssetMaterialization | AssetObservation | AssetCheckResult]:
         checks = {check_key.name for check_key in context.selected_asset_check_keys}
-        with fail_permanent_errors_without_retry():
-            # First: a lake URL that cannot be used fails here, once, before the database is read.
-            uri = parquet_lake.file_uri(key, context.partition_key)
-            if key in context.selected_asset_keys:
-                if _sits_out_backfill(context, table):
-                    return
-                if checks & VALIDATED_CHECKS:
-                    start_validator()  # its set-up overlaps the extract
-                try:
-                    facts = yield from _extract(context, table, postgres)
-                except SourceTableAbsentError as absent:
-                    if not table.legacy:
-                        raise
-                    yield from _report_absent(context, table, str(absent), checks)
-                    return
-            else:
-                facts = _recorded_facts(context, table, postgres, parquet_lake, uri, checks)
-            yield from run_checks(table, key, parquet_lake.settings(), uri, facts, checks)
+        if context.has_partition_key:
+            with fail_permanent_errors_without_retry():
+                yield from _sync_day(context, table, postgres, parquet_lake, checks)
+        else:
+            yield from _sync_days(context, table, postgres, parquet_lake, checks)
 
     return sync_table
 
 
-def _sits_out_backfill(context: AssetExecutionContext, table: TableSpec) -> bool:
-    """A past day of a snapshot table cannot be read; in a backfill it is left out, not failed."""
-    if BACKFILL_TAG not in context.run.tags or table.sync_mode is not SyncMode.SNAPSHOT:
+def _sync_day(
+    context: AssetExecutionContext,
+    table: TableSpec,
+    postgres: PostgresResource,
+    parquet_lake: ParquetLakeIOManager,
+    checks: set[str],
+) -> Iterator[Output | AssetObservation | AssetCheckResult]:
+    """A run of one day: the rows go to the IO manager as the asset's output, then are checked."""
+    key = lake_asset_key(table)
+    day = context.partition_key
+    # First: a lake URL that cannot be used fails here, once, before the database is read.
+    uri = parquet_lake.file_uri(key, day)
+    if key in context.selected_asset_keys:
+        if _sits_out(context, table, day):
+            return
+        if checks & VALIDATED_CHECKS:
+            start_validator()  # its set-up overlaps the extract
+        try:
+            with _read_day(context, table, postgres, day) as read:
+                yield Output(
+                    read.rows, output_name=key.to_python_identifier(), metadata=read.metadata
+                )
+        except SourceTableAbsentError as absent:
+            if not table.legacy:
+                raise
+            yield from _report_absent(context, table, day, str(absent), checks)
+            return
+        facts = read.facts
+    else:
+        facts = _recorded_facts(context, table, postgres, parquet_lake, uri, day, checks)
+    yield from run_checks(table, key, parquet_lake.settings(), uri, facts, checks)
+
+
+def _sync_days(
+    context: AssetExecutionContext,
+    table: TableSpec,
+    postgres: PostgresResource,
+    parquet_lake: ParquetLakeIOManager,
+    checks: set[str],
+) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckEvaluation]:
+    """A run of a range of days (a backfill): each day is read in a snapshot of its own, written,
+    recorded and checked before the next, so memory stays that of one day. A day that fails does
+    not stop the others; a retry of the step redoes only the days this run has not recorded."""
+    key = lake_asset_key(table)
+    days = context.partition_keys
+    with fail_permanent_errors_without_retry():
+        parquet_lake.file_uri(key, days[0])  # an unusable lake URL fails once, before any read
+    done = _days_recorded_by_this_run(context, key) if context.retry_number else set()
+    if key in context.selected_asset_keys and checks & VALIDATED_CHECKS:
+        start_validator()
+    failures: dict[str, Exception] = {}
+    for day in days:
+        if day in done:
+            continue
+        try:
+            with fail_permanent_errors_without_retry():
+                yield from _sync_day_of_range(context, table, postgres, parquet_lake, checks, day)
+        except Exception as error:
+            failures[day] = error
+            context.log.error(f"sqlgym/{table.name} {day} failed, the other days go on: {error}")
+    if failures:
+        # Another try helps only if some day failed for a reason that can clear up.
+        retryable = any(
+            not isinstance(error, Failure) or error.allow_retries for error in failures.values()
+        )
+        raise Failure(
+            description=f"sqlgym/{table.name}: {len(failures)} of {len(days)} day(s) failed: "
+            + "; ".join(f"{day}: {error}" for day, error in failures.items()),
+            metadata={"sqlgym/failed_days": MetadataValue.json(list(failures))},
+            allow_retries=retryable,
+        )
+
+
+def _sync_day_of_range(
+    context: AssetExecutionContext,
+    table: TableSpec,
+    postgres: PostgresResource,
+    parquet_lake: ParquetLakeIOManager,
+    checks: set[str],
+    day: str,
+) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckEvaluation]:
+    key = lake_asset_key(table)
+    uri = parquet_lake.file_uri(key, day)
+    if key in context.selected_asset_keys:
+        if _sits_out(context, table, day):
+            return
+        try:
+            with _read_day(context, table, postgres, day) as read:
+                written = parquet_lake.write_day(
+                    key,
+                    day,
+                    read.rows,
+                    SyncFacts(context.run.run_id, table.sync_mode.value, read.metadata),
+                    context.log,
+                )
+        except SourceTableAbsentError as absent:
+            if not table.legacy:
+                raise
+            for event in _report_absent(context, table, day, str(absent), checks):
+                yield _dated(event, day) if isinstance(event, AssetCheckResult) else event
+            return
+        yield AssetMaterialization(
+            asset_key=key, partition=day, metadata={**read.metadata, **written}
+        )
+        facts = read.facts
+    else:
+        facts = _recorded_facts(context, table, postgres, parquet_lake, uri, day, checks)
+    for result in run_checks(table, key, parquet_lake.settings(), uri, facts, checks):
+        yield _dated(result, day)
+
+
+def _dated(result: AssetCheckResult, day: str) -> AssetCheckEvaluation:
+    """A check result of one day of a range: Dagster dates an AssetCheckResult with the run's one
+    partition, which a range run has not, so the day is set here."""
+    return AssetCheckEvaluation(
+        asset_key=result.asset_key,
+        check_name=result.check_name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+        blocking=result.check_name in VALIDATED_CHECKS,
+        partition=day,
+    )
+
+
+def _days_recorded_by_this_run(context: AssetExecutionContext, key: AssetKey) -> set[str]:
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    events = [record.event_log_entry.dagster_event for record in records]
+    return {event.partition for event in events if event and event.asset_key == key}
+
+
+def _sits_out(context: AssetExecutionContext, table: TableSpec, day: str) -> bool:
+    """A past day of a snapshot table cannot be read; in a backfill or a range of days it is left
+    out, not failed."""
+    if table.sync_mode is not SyncMode.SNAPSHOT:
+        return False
+    if BACKFILL_TAG not in context.run.tags and context.has_partition_key:
         return False
     today = datetime.now(UTC).date().isoformat()
-    if context.partition_key == today:
+    if day == today:
         return False
     context.log.info(
         f"sqlgym/{table.name} is a snapshot table: it holds the whole table as of now, so "
-        f"backfill day {context.partition_key} is left out (only {today} can be taken)"
+        f"backfill day {day} is left out (only {today} can be taken)"
     )
     return True
 
 
-def _extract(
-    context: AssetExecutionContext, table: TableSpec, postgres: PostgresResource
-) -> Generator[Output, None, PartitionFacts]:
-    window = partition_window(context.partition_key)
+@dataclass(frozen=True)
+class DayRead:
+    """One day read from the source, open: its rows (a stream the lake's write consumes), the
+    metadata of the read, and what the checks compare the file against."""
+
+    rows: KeyedPartition | BatchStream
+    metadata: dict[str, object]
+    facts: PartitionFacts
+
+
+@contextmanager
+def _read_day(
+    context: AssetExecutionContext, table: TableSpec, postgres: PostgresResource, day: str
+) -> Iterator[DayRead]:
+    """Opens the day's snapshot; the lake's write of ``rows`` ends its transaction, and a stream
+    left unread is closed when the block ends."""
+    window = partition_window(day)
     check_partition_readable(table, window, now=datetime.now(UTC))
     is_snapshot = table.sync_mode is SyncMode.SNAPSHOT
     with postgres.snapshot(table, None if is_snapshot else window) as snapshot:
@@ -225,14 +371,11 @@ def _extract(
                 f"the source's {table.name} differs from the catalog; read into the catalog's "
                 f"types: {drift.as_metadata()}"
             )
-        # The lake IO manager writes the stream and closes it, which ends the snapshot's
-        # transaction with the write; a stream left unread is closed when this block ends.
         live_keys = snapshot.live_keys
-        yield Output(
-            snapshot.stream
+        yield DayRead(
+            rows=snapshot.stream
             if live_keys is None
             else KeyedPartition(snapshot.stream, LiveKeys(live_keys, snapshot.read_at)),
-            output_name=lake_asset_key(table).to_python_identifier(),
             metadata={
                 SOURCE_ROW_COUNT: snapshot.source_row_count,
                 "sqlgym/null_cursor_rows": snapshot.null_cursor_rows,
@@ -250,19 +393,19 @@ def _extract(
                 "sqlgym/absent_columns": MetadataValue.json(list(drift.removed)),
                 "sqlgym/pseudonymized_columns": MetadataValue.json(list(snapshot.pseudonymized)),
             },
+            facts=PartitionFacts(snapshot.source_row_count, snapshot.drift, live_keys),
         )
-        return PartitionFacts(snapshot.source_row_count, snapshot.drift, live_keys)
 
 
 def _report_absent(
-    context: AssetExecutionContext, table: TableSpec, reason: str, checks: set[str]
+    context: AssetExecutionContext, table: TableSpec, day: str, reason: str, checks: set[str]
 ) -> Iterator[AssetObservation | AssetCheckResult]:
     """A legacy table a valid database may lack: observed as absent, a WARN, and no file."""
     context.log.warning(f"sqlgym/{table.name} is a legacy table, absent from this source: {reason}")
     key = lake_asset_key(table)
     yield AssetObservation(
         asset_key=key,
-        partition=context.partition_key,
+        partition=day,
         metadata={ABSENT_FROM_SOURCE: True, "sqlgym/reason": reason},
     )
     if SCHEMA_MATCHES_SOURCE in checks:
@@ -283,18 +426,17 @@ def _recorded_facts(
     postgres: PostgresResource,
     parquet_lake: ParquetLakeIOManager,
     uri: str,
+    day: str,
     checks: set[str],
 ) -> PartitionFacts:
     """For checks run on their own: the count recorded with the partition's materialization."""
     if not partition_exists(parquet_lake.settings(), uri):
         raise Failure(
-            f"sqlgym/{table.name} has no file for {context.partition_key} at {uri}: "
+            f"sqlgym/{table.name} has no file for {day} at {uri}: "
             "materialize the partition before checking it"
         )
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(
-            asset_key=lake_asset_key(table), asset_partitions=[context.partition_key]
-        ),
+        AssetRecordsFilter(asset_key=lake_asset_key(table), asset_partitions=[day]),
         limit=1,
     ).records
     recorded = records[0].asset_materialization.metadata.get(SOURCE_ROW_COUNT) if records else None
