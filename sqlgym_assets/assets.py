@@ -243,18 +243,20 @@ def _sync_days(
             with fail_permanent_errors_without_retry():
                 yield from _sync_day_of_range(context, table, postgres, parquet_lake, checks, day)
         except Exception as error:
+            if isinstance(error, Failure) and not error.allow_retries:
+                # A bad setting, query or catalog fails every day alike: stop at the first.
+                raise Failure(
+                    description=f"sqlgym/{table.name} {day}: {error.description} (the days "
+                    "after it are not tried: they would fail the same way)",
+                    allow_retries=False,
+                ) from error
             failures[day] = error
             context.log.error(f"sqlgym/{table.name} {day} failed, the other days go on: {error}")
     if failures:
-        # Another try helps only if some day failed for a reason that can clear up.
-        retryable = any(
-            not isinstance(error, Failure) or error.allow_retries for error in failures.values()
-        )
         raise Failure(
             description=f"sqlgym/{table.name}: {len(failures)} of {len(days)} day(s) failed: "
             + "; ".join(f"{day}: {error}" for day, error in failures.items()),
             metadata={"sqlgym/failed_days": MetadataValue.json(list(failures))},
-            allow_retries=retryable,
         )
 
 

@@ -31,6 +31,7 @@ from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
 from sqlgym_assets.catalog import TABLES_BY_NAME, TableSpec
 from sqlgym_assets.quality.checks import check_names
 from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE
+from sqlgym_assets.source.pseudonymize import KEY_ENV
 from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
     BIN,
@@ -212,6 +213,21 @@ def test_an_unusable_lake_fails_a_range_once_before_reading_a_day(
 
     assert "SQLGYM_LAKE_URL" in failed_once(result)
     assert not _materialized_days(instance, result.run_id)
+
+
+def test_a_setting_that_fails_every_day_fails_the_range_once_at_its_first_day(
+    source_env, instance, monkeypatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    days = _days_up_to_today(3)
+
+    result = _materialize_range((USERS,), days, instance, RetryPolicy(1))
+
+    message = failed_once(result)
+    assert f"sqlgym/users {days[0]}: " in message and KEY_ENV in message
+    assert "they would fail the same way" in message
+    assert not any(day in message for day in days[1:])
+    assert not (source_env / USERS.name).exists()
 
 
 LAUNCH_BACKFILL = """
