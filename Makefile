@@ -58,20 +58,23 @@ format: install
 .PHONY: bench
 # Extraction speed and memory side by side (bench/extract_bench.py), one materialization as a user
 # waits for it, checks included (bench/end_to_end.py), the 21-table hourly run per executor
-# (bench/hourly_run.py), then the reconciliation check as the lake grows
-# (bench/reconciliation_bench.py); results in bench_results/. `make bench BENCH_ARGS="--rows
-# 8000000"`; END_TO_END_ARGS, HOURLY_ARGS and RECONCILIATION_ARGS likewise. The bench extra (dlt,
-# connectorx) is for this target only.
+# (bench/hourly_run.py), the reconciliation check as the lake grows
+# (bench/reconciliation_bench.py), then a month's backfill as one run against a run per day
+# (bench/backfill_bench.py); results in bench_results/. `make bench BENCH_ARGS="--rows 8000000"`;
+# END_TO_END_ARGS, HOURLY_ARGS, RECONCILIATION_ARGS and BACKFILL_ARGS likewise. The bench extra
+# (dlt, connectorx) is for this target only.
 BENCH_ARGS ?=
 END_TO_END_ARGS ?=
 HOURLY_ARGS ?=
 RECONCILIATION_ARGS ?=
+BACKFILL_ARGS ?=
 bench: install
 	$(BIN)/pip install --quiet -e '.[demo,test,duckdb,bench]'
 	$(BIN)/python bench/extract_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/end_to_end.py $(END_TO_END_ARGS)
 	$(BIN)/python bench/hourly_run.py $(HOURLY_ARGS)
 	$(BIN)/python bench/reconciliation_bench.py $(RECONCILIATION_ARGS)
+	$(BIN)/python bench/backfill_bench.py $(BACKFILL_ARGS)
 
 # The demo's lake, instance and database (stopped, its data directory removed).
 clean:
