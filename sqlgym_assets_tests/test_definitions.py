@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
-from dagster import AssetKey, DailyPartitionsDefinition, DefaultSensorStatus, instance_for_test
+from dagster import (
+    AssetKey,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    DefaultSensorStatus,
+    instance_for_test,
+)
 
 from sqlgym_assets.catalog import TABLES
 from sqlgym_assets.definitions import defs as load_definitions
@@ -52,6 +58,7 @@ def test_every_lake_asset_is_a_utc_daily_partition_including_today_fed_by_its_ta
         assert node.group_name in GROUPS
         assert {"postgres", "s3", "parquet"} <= set(node.kinds)
         assert node.description
+        assert node.backfill_policy == BackfillPolicy.single_run()  # a range is one run
     assert {graph.get(AssetKey(["sqlgym", t.name])).group_name for t in TABLES} == GROUPS
 
 
