@@ -1,4 +1,5 @@
-"""Real parts for every test: a PostgreSQL server loaded with the demo data, and moto's server."""
+"""Real parts for every test: a PostgreSQL server loaded with the demo data, a TLS endpoint in
+front of it, and moto's server."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from dagster import DagsterInstance
+from sqlalchemy.engine import make_url
 
 from sqlgym_assets.demo.data import load_demo_data
 from sqlgym_assets.demo.embedded_postgres import (
@@ -24,7 +26,13 @@ from sqlgym_assets.demo.embedded_postgres import (
     stop_embedded_postgres,
 )
 from sqlgym_assets.source.pseudonymize import KEY_ENV, KEY_SECRET_ENV, PERSONAL_DATA_ENV
-from sqlgym_assets_tests.helpers import TEST_PSEUDONYMIZATION_KEY, point_project_at
+from sqlgym_assets_tests.helpers import (
+    TEST_PSEUDONYMIZATION_KEY,
+    TlsEndpoint,
+    TlsTerminatingProxy,
+    point_project_at,
+    write_test_certificates,
+)
 
 TEST_DATABASE_URL_ENV = "SQLGYM_TEST_DATABASE_URL"
 _TEST_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -63,6 +71,33 @@ def database_url() -> Iterator[str]:
     finally:
         stop_embedded_postgres(root / "pgdata")
         shutil.rmtree(root, ignore_errors=True)  # about 50 MB a session otherwise
+
+
+@pytest.fixture(scope="session")
+def tls_server(database_url: str) -> Iterator[TlsEndpoint]:
+    """The test database through a TLS endpoint on 127.0.0.1 whose certificate the tests' own CA
+    signed; the server's other databases are reached through it by the URL's database name."""
+    url = make_url(database_url)
+    host = url.query.get("host") or url.host
+    if not str(host).startswith("/"):
+        pytest.skip("the TLS endpoint relays to the test server's Unix socket")
+    root = Path(tempfile.mkdtemp(prefix="sqlgym-test-tls-"))
+    certificates = write_test_certificates(root)
+    proxy = TlsTerminatingProxy(
+        f"{host}/.s.PGSQL.{url.port or 5432}",
+        certificates.server_certificate,
+        certificates.server_key,
+    )
+    try:
+        through_tls = url.set(host="127.0.0.1", port=proxy.port, query={})
+        yield TlsEndpoint(
+            through_tls.render_as_string(hide_password=False),
+            certificates.ca,
+            certificates.other_ca,
+        )
+    finally:
+        proxy.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import http.server
+import ipaddress
 import json
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -105,6 +114,27 @@ def run_command(
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def service(
+    command: Sequence[str], log: Path, environment: dict[str, str]
+) -> Iterator[subprocess.Popen]:
+    """A Dagster service of the virtualenv (dagster-webserver, dagster-daemon), run from the
+    repository root with its output in ``log``; stopped on exit (SIGTERM, then waited for)."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(BIN / command[0]), *command[1:]],
+            cwd=REPOSITORY_ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def failed_once(result: ExecuteInProcessResult) -> str:
@@ -214,16 +244,24 @@ def _drop_database(server_url: str, name: str) -> None:
 
 
 @contextmanager
-def demo_database(server_url: str, name: str, *, seed: int = 0) -> Iterator[str]:
-    """A database of its own on the tests' server, with the demo's rows, for a test to change at
-    will; dropped afterwards, and first what an interrupted run left."""
+def empty_database(server_url: str, name: str) -> Iterator[str]:
+    """An empty database of its own on the tests' server; dropped afterwards, and first what an
+    interrupted run left."""
     _drop_database(server_url, name)
     url = ensure_database(server_url, name)
-    load_demo_data(url, datetime.now(UTC), seed=seed)
     try:
         yield url
     finally:
         _drop_database(server_url, name)
+
+
+@contextmanager
+def demo_database(server_url: str, name: str, *, seed: int = 0) -> Iterator[str]:
+    """A database of its own on the tests' server, with the demo's rows, for a test to change at
+    will; dropped afterwards, and first what an interrupted run left."""
+    with empty_database(server_url, name) as url:
+        load_demo_data(url, datetime.now(UTC), seed=seed)
+        yield url
 
 
 @contextmanager
@@ -288,13 +326,24 @@ def busiest_day(connection, table: TableSpec) -> str:
 
 
 class FaultyProxy:
-    """An HTTP proxy on loopback in front of a real server (moto's S3) that answers 500 to the
-    requests ``fails`` picks, and passes every other request through unchanged."""
+    """An HTTP proxy on loopback in front of a real server (moto's or SeaweedFS's S3, moto's
+    Secrets Manager) that answers 500 to the requests ``fails`` picks, passes every other request
+    through unchanged, and records every request it receives in ``requests``."""
 
-    def __init__(self, upstream: str, fails: Callable[[str, str], bool]) -> None:
+    class Request(NamedTuple):
+        method: str
+        path: str  # with its query string, as sent
+        headers: dict[str, str]
+        body: bytes | None  # kept up to BODY_KEPT bytes (API calls' JSON and XML), else None
+        status: int  # the answer's HTTP status
+
+    BODY_KEPT = 64 * 1024
+
+    def __init__(self, upstream: str, fails: Callable[[str, str], bool] | None = None) -> None:
         self.upstream = urllib.parse.urlsplit(upstream)
-        self.fails = fails
+        self.fails = fails or (lambda method, path: False)
         self.failed: list[str] = []
+        self.requests: list[FaultyProxy.Request] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -302,7 +351,17 @@ class FaultyProxy:
 
             def _relay(self) -> None:
                 body = self._body()
+                kept = body if len(body) <= proxy.BODY_KEPT else None
+
+                def record(status: int) -> None:
+                    proxy.requests.append(
+                        FaultyProxy.Request(
+                            self.command, self.path, dict(self.headers.items()), kept, status
+                        )
+                    )
+
                 if proxy.fails(self.command, self.path):
+                    record(500)
                     proxy.failed.append(f"{self.command} {self.path}")
                     error = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
                     self.send_response(500)
@@ -322,11 +381,16 @@ class FaultyProxy:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
+                record(response.status)
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("transfer-encoding", "content-length", "connection"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                # A HEAD's answer has no body but tells the object's size, which readers use.
+                length = response.getheader("Content-Length", "0")
+                self.send_header(
+                    "Content-Length", length if self.command == "HEAD" else str(len(payload))
+                )
                 self.end_headers()
                 self.wfile.write(payload)
                 upstream.close()
@@ -357,3 +421,151 @@ class FaultyProxy:
     def __exit__(self, *_: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class TlsEndpoint(NamedTuple):
+    """The tests' database through TLS: its URL on 127.0.0.1, the CA that signed the endpoint's
+    certificate, and another CA, a man in the middle's."""
+
+    url: str
+    ca: Path
+    other_ca: Path
+
+
+class CertificateFiles(NamedTuple):
+    ca: Path
+    other_ca: Path
+    server_certificate: Path
+    server_key: Path
+
+
+def write_test_certificates(directory: Path) -> CertificateFiles:
+    """Two CAs of the tests' own, and a certificate for 127.0.0.1 and localhost signed by the
+    first, as PEM files in ``directory``; valid from yesterday to tomorrow."""
+    ca_key, other_key, server_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("sqlgym test CA", ca_key, None, ca_key, ca=True)
+    other = _certificate("someone else's CA", other_key, None, other_key, ca=True)
+    server = _certificate("127.0.0.1", server_key, ca, ca_key, ca=False)
+    files = CertificateFiles(
+        directory / "ca.crt",
+        directory / "other-ca.crt",
+        directory / "server.crt",
+        directory / "server.key",
+    )
+    files.ca.write_bytes(_pem(ca))
+    files.other_ca.write_bytes(_pem(other))
+    files.server_certificate.write_bytes(_pem(server))
+    files.server_key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject: str, key, issuer: x509.Certificate | None, issuer_key, *, ca: bool):
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer.subject if issuer else _name(subject))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        ).add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104  # the protocol's first-message codes
+
+
+class TlsTerminatingProxy:
+    """A TLS endpoint for PostgreSQL's protocol in front of the embedded server, which is built
+    without SSL: it answers the client's SSLRequest, does the TLS handshake with its certificate
+    (as RDS Proxy or pgbouncer would) and relays the session, in plain text, to the server."""
+
+    def __init__(self, upstream_socket: str, certificate: Path, key: Path) -> None:
+        self._upstream = upstream_socket
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(certificate, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        # As libpq and real TLS terminators do: without it, each small message the relay
+        # forwards waits for a delayed ACK (about 40 ms a round trip).
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            code = struct.unpack("!II", _receive(client, 8))[1]
+            if code == GSSENC_REQUEST:
+                client.sendall(b"N")
+                code = struct.unpack("!II", _receive(client, 8))[1]
+            if code != SSL_REQUEST:
+                client.close()  # this endpoint speaks TLS only
+                return
+            client.sendall(b"S")
+            secure = self._context.wrap_socket(client, server_side=True)
+        except (OSError, ssl.SSLError, struct.error):  # a client that refused our certificate
+            client.close()
+            return
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(self._upstream)
+        threading.Thread(target=_relay, args=(upstream, secure), daemon=True).start()
+        _relay(secure, upstream)
+
+
+def _receive(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise OSError("closed")
+        data += chunk
+    return data
+
+
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.close()

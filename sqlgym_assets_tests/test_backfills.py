@@ -11,11 +11,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from subprocess import STDOUT, Popen
+from subprocess import Popen
 
 import pytest
 from dagster import (
@@ -34,7 +32,6 @@ from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE
 from sqlgym_assets.source.pseudonymize import KEY_ENV
 from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
-    BIN,
     REPOSITORY_ROOT,
     by_key,
     env_lake,
@@ -42,6 +39,7 @@ from sqlgym_assets_tests.helpers import (
     lake_file,
     lake_rows,
     run_command,
+    service,
     source_rows,
     today,
     window_for,
@@ -253,24 +251,6 @@ def _graphql(url: str, query: str, variables: dict) -> dict:
     return body["data"]
 
 
-@contextmanager
-def _service(command: list[str], log: Path, environment: dict[str, str]) -> Iterator[Popen]:
-    """A Dagster service of the virtualenv, run from the repository root, stopped on exit."""
-    with log.open("w") as output:
-        process = Popen(
-            [str(BIN / command[0]), *command[1:]],
-            cwd=REPOSITORY_ROOT,
-            env=environment,
-            stdout=output,
-            stderr=STDOUT,
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-
-
 def _wait_for_webserver(url: str, server: Popen, log: Path) -> None:
     deadline = time.monotonic() + 180
     while True:
@@ -297,7 +277,7 @@ def test_a_ui_backfill_of_a_month_is_one_run_that_the_daemon_launches(
     url = f"http://127.0.0.1:{port}"
     webserver_log = tmp_path / "webserver.log"
     serve = ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with _service(serve, webserver_log, environment) as webserver:
+    with service(serve, webserver_log, environment) as webserver:
         _wait_for_webserver(url, webserver, webserver_log)
         launched = _graphql(
             url,
@@ -311,7 +291,7 @@ def test_a_ui_backfill_of_a_month_is_one_run_that_the_daemon_launches(
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         with (
-            _service(
+            service(
                 ["dagster-daemon", "run", "-w", "workspace.yaml"],
                 tmp_path / "daemon.log",
                 environment,
