@@ -26,7 +26,10 @@ RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 # The production instance (runs, events and ticks in PostgreSQL, from the DAGSTER_PG_* variables).
 # The directory is the user's: steps' captured logs go under it.
 COPY deploy/dagster.yaml $DAGSTER_HOME/dagster.yaml
-RUN chown dagster:dagster $DAGSTER_HOME
+# The same instance with the EcsRunLauncher: on ECS, the webserver's and the daemon's tasks set
+# DAGSTER_HOME=/opt/dagster/ecs_home; the run tasks keep the default (deploy/ecs/README.md).
+COPY deploy/ecs/dagster.yaml /opt/dagster/ecs_home/dagster.yaml
+RUN chown dagster:dagster $DAGSTER_HOME /opt/dagster/ecs_home
 WORKDIR $DAGSTER_HOME
 # By number: Kubernetes' runAsNonRoot can only verify a numeric user.
 USER 10001
