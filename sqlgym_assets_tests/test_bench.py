@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,8 +26,9 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
+from sqlgym_assets.catalog import TABLES, SyncMode
 from sqlgym_assets.source.reader import PostgresResource
-from sqlgym_assets_tests.helpers import lake_file, materialize_tables
+from sqlgym_assets_tests.helpers import empty_database, lake_file, materialize_tables, today
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 BENCH_SCRIPT = REPOSITORY_ROOT / "bench" / "extract_bench.py"
@@ -234,3 +236,46 @@ def test_end_to_end_bench_times_three_cli_materializations_with_their_checks(
         assert sum(run[part] for part in parts) == pytest.approx(run["wall_seconds"], abs=0.01)
         assert run["peak_rss_mb"] > 0 and run["raw_copy_seconds"] > 0
     assert "Targets:" in (tmp_path / "end_to_end.md").read_text()
+
+
+def test_backfill_bench_compares_a_range_run_with_a_run_per_day(
+    database_url: str, tmp_path: Path
+) -> None:
+    """bench/backfill_bench.py over 2 days: both ways really ran, on a database of its own, and
+    wrote the same rows, which are the source's rows of those days."""
+    script = REPOSITORY_ROOT / "bench" / "backfill_bench.py"
+    with empty_database(database_url, "sqlgym_backfill_bench") as url:
+        completed = subprocess.run(
+            [
+                *(sys.executable, str(script), "--days", "2", "--database-url", url),
+                *("--results-dir", str(tmp_path)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        report = json.loads((tmp_path / "backfill.json").read_text())
+        first_day = date.fromisoformat(today()) - timedelta(days=1)
+        connection = psycopg2.connect(url)
+        try:
+            with connection.cursor() as cursor:
+                expected = 0
+                for table in TABLES:
+                    if table.sync_mode is SyncMode.SNAPSHOT:
+                        continue
+                    cursor.execute(
+                        sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s").format(
+                            sql.Identifier(table.name), sql.Identifier(table.cursor_column)
+                        ),
+                        (first_day,),
+                    )
+                    expected += cursor.fetchone()[0]
+        finally:
+            connection.close()
+    assert report["rows_compared"] == expected > 0
+    assert len(report["single_day_runs"]["runs"]) == 2
+    for run in (report["range_run"], *report["single_day_runs"]["runs"]):
+        assert run["wall_seconds"] > 0 and run["peak_rss_mb"] > 0
+    assert f"{expected:,} rows, equal in both lakes" in (tmp_path / "backfill.md").read_text()

@@ -2,7 +2,8 @@
 
 The Dockerfile's own lines are read here (the files its COPY lines bring, its pip install with its
 default build arguments, its CMD), so this test cannot drift from the image. Everything then runs
-from a directory outside the checkout, as in the image, so the installed package is what runs.
+from a directory outside the checkout, as in the image, so the installed package is what runs, on
+the image's instance: deploy/dagster.yaml, PostgreSQL over verified TLS (conftest's endpoint).
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from sqlalchemy.engine import make_url
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
 from sqlgym_assets.source.plan import partition_window
 from sqlgym_assets_tests.helpers import (
     REPOSITORY_ROOT,
+    TlsEndpoint,
     assert_checks_of_one_synced_day,
     busiest_day,
     by_key,
+    empty_database,
     lake_file,
     lake_rows,
     source_rows,
@@ -170,16 +173,33 @@ def production_bin() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def instance_database(database_url: str, tls_server: TlsEndpoint) -> Iterator[dict[str, str]]:
+    """The production instance's variables: a database of its own on the tests' server, reached
+    through the TLS endpoint and verified against its CA, as deploy/dagster.yaml requires."""
+    with empty_database(database_url, "sqlgym_production_instance"):
+        through_tls = make_url(tls_server.url)
+        yield {
+            "DAGSTER_PG_HOST": str(through_tls.host),
+            "DAGSTER_PG_PORT": str(through_tls.port),
+            "DAGSTER_PG_DB": "sqlgym_production_instance",
+            "DAGSTER_PG_USERNAME": str(through_tls.username),
+            "DAGSTER_PG_PASSWORD": through_tls.password or "",
+            "PGSSLROOTCERT": str(tls_server.ca),
+        }
+
+
 @pytest.fixture
-def production(production_bin: Path, tmp_path: Path) -> ProductionInstall:
-    """The install with the image's DAGSTER_HOME, also its working directory: deploy/dagster.yaml
-    but for its storage, PostgreSQL with verify-full, which the tests' server (no TLS) cannot
-    give; runs are kept in the home's files instead."""
+def production(
+    production_bin: Path, instance_database: dict[str, str], tmp_path: Path, monkeypatch
+) -> ProductionInstall:
+    """The install with the image's DAGSTER_HOME, also its working directory, holding
+    deploy/dagster.yaml as the image copies it: runs, events and ticks in PostgreSQL."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    instance = yaml.safe_load(PRODUCTION_INSTANCE.read_text())
-    del instance["storage"]
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    shutil.copyfile(PRODUCTION_INSTANCE, home / "dagster.yaml")
+    for name, value in instance_database.items():
+        monkeypatch.setenv(name, value)
     return ProductionInstall(production_bin, home)
 
 
