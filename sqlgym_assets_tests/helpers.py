@@ -15,7 +15,10 @@ import struct
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -38,6 +41,7 @@ from dagster import (
     materialize,
 )
 from psycopg2 import sql
+from sqlalchemy.engine import make_url
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_assets
 from sqlgym_assets.catalog import TABLES_BY_NAME, ColumnPolicy, TableSpec
@@ -430,6 +434,45 @@ class TlsEndpoint(NamedTuple):
     url: str
     ca: Path
     other_ca: Path
+
+
+def instance_storage_variables(tls_server: TlsEndpoint, database: str) -> dict[str, str]:
+    """The variables deploy/dagster.yaml reads its storage from, for a database of the tests'
+    server reached through the TLS endpoint and verified against its CA ($PGSSLROOTCERT)."""
+    through_tls = make_url(tls_server.url)
+    return {
+        "DAGSTER_PG_HOST": str(through_tls.host),
+        "DAGSTER_PG_PORT": str(through_tls.port),
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_PG_USERNAME": str(through_tls.username),
+        "DAGSTER_PG_PASSWORD": through_tls.password or "",
+        "PGSSLROOTCERT": str(tls_server.ca),
+    }
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    """A query to dagster-webserver's GraphQL API, the UI's own; its data, errors failing."""
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def wait_for_webserver(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=5):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"webserver did not start: {log.read_text()}") from None
+            time.sleep(0.5)
 
 
 class CertificateFiles(NamedTuple):

@@ -8,12 +8,9 @@ import os
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 from datetime import date, timedelta
 from pathlib import Path
-from subprocess import Popen
 
 import pytest
 from dagster import (
@@ -36,12 +33,14 @@ from sqlgym_assets_tests.helpers import (
     by_key,
     env_lake,
     failed_once,
+    graphql,
     lake_file,
     lake_rows,
     run_command,
     service,
     source_rows,
     today,
+    wait_for_webserver,
     window_for,
 )
 
@@ -239,30 +238,6 @@ mutation Launch($params: LaunchBackfillParams!) {
 """
 
 
-def _graphql(url: str, query: str, variables: dict) -> dict:
-    request = urllib.request.Request(
-        f"{url}/graphql",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
-
-
-def _wait_for_webserver(url: str, server: Popen, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=5):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"webserver did not start: {log.read_text()}") from None
-            time.sleep(0.5)
-
-
 def test_a_ui_backfill_of_a_month_is_one_run_that_the_daemon_launches(
     db, source_env, tmp_path, monkeypatch
 ) -> None:
@@ -278,8 +253,8 @@ def test_a_ui_backfill_of_a_month_is_one_run_that_the_daemon_launches(
     webserver_log = tmp_path / "webserver.log"
     serve = ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with service(serve, webserver_log, environment) as webserver:
-        _wait_for_webserver(url, webserver, webserver_log)
-        launched = _graphql(
+        wait_for_webserver(url, webserver, webserver_log)
+        launched = graphql(
             url,
             LAUNCH_BACKFILL,
             {

@@ -36,7 +36,6 @@ from dagster import (
     RunsFilter,
 )
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from sqlalchemy.engine import make_url
 
 from sqlgym_assets.assets import lake_asset_key
 from sqlgym_assets.catalog import TABLES_BY_NAME, TableSpec
@@ -55,6 +54,7 @@ from sqlgym_assets_tests.helpers import (
     assert_checks_of_one_synced_day,
     by_key,
     empty_database,
+    instance_storage_variables,
     lake_file,
     lake_rows,
     point_project_at,
@@ -105,7 +105,6 @@ class Deployment:
 def _deployed(database_url: str, tls_server: TlsEndpoint, database: str) -> Iterator[Deployment]:
     """deploy/dagster.yaml in a DAGSTER_HOME of its own, on ``database`` (created empty) through
     the TLS endpoint, and a lake of its own; the variables are set in this process too."""
-    through_tls = make_url(tls_server.url)
     with (
         tempfile.TemporaryDirectory(prefix="sqlgym-test-deploy-") as root,
         empty_database(database_url, database) as storage_url,
@@ -115,12 +114,8 @@ def _deployed(database_url: str, tls_server: TlsEndpoint, database: str) -> Iter
         home.mkdir()
         shutil.copyfile(DEPLOY_INSTANCE_FILE, home / "dagster.yaml")
         patch.setenv("DAGSTER_HOME", str(home))
-        patch.setenv("DAGSTER_PG_HOST", str(through_tls.host))
-        patch.setenv("DAGSTER_PG_PORT", str(through_tls.port))
-        patch.setenv("DAGSTER_PG_DB", database)
-        patch.setenv("DAGSTER_PG_USERNAME", str(through_tls.username))
-        patch.setenv("DAGSTER_PG_PASSWORD", through_tls.password or "")
-        patch.setenv("PGSSLROOTCERT", str(tls_server.ca))
+        for name, value in instance_storage_variables(tls_server, database).items():
+            patch.setenv(name, value)
         lake = point_project_at(patch, database_url, Path(root) / "lake")
         # Set here: conftest's per-test key comes after this module's fixtures are made.
         patch.setenv(KEY_ENV, TEST_PSEUDONYMIZATION_KEY)

@@ -61,6 +61,7 @@ from sqlgym_assets_tests.helpers import (
     TlsEndpoint,
     empty_database,
     env_lake,
+    instance_storage_variables,
     materialize_tables,
     run_command,
     service,
@@ -88,16 +89,9 @@ def instance_database(database_url: str) -> Iterator[str]:
 def point_instance_storage_at(
     monkeypatch: pytest.MonkeyPatch, tls_server: TlsEndpoint, home: Path
 ) -> None:
-    """DAGSTER_HOME and the DAGSTER_PG_* variables of deploy/dagster.yaml, for the tests' server
-    through its TLS endpoint, whose CA is the one $PGSSLROOTCERT names."""
-    through_tls = make_url(tls_server.url)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_PG_HOST", str(through_tls.host))
-    monkeypatch.setenv("DAGSTER_PG_PORT", str(through_tls.port))
-    monkeypatch.setenv("DAGSTER_PG_DB", INSTANCE_DATABASE)
-    monkeypatch.setenv("DAGSTER_PG_USERNAME", str(through_tls.username))
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", through_tls.password or "")
-    monkeypatch.setenv("PGSSLROOTCERT", str(tls_server.ca))
+    for name, value in instance_storage_variables(tls_server, INSTANCE_DATABASE).items():
+        monkeypatch.setenv(name, value)
 
 
 # ECS ---------------------------------------------------------------------------------------------

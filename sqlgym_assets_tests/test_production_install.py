@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
-from sqlalchemy.engine import make_url
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
 from sqlgym_assets.source.plan import partition_window
@@ -36,6 +35,7 @@ from sqlgym_assets_tests.helpers import (
     busiest_day,
     by_key,
     empty_database,
+    instance_storage_variables,
     lake_file,
     lake_rows,
     source_rows,
@@ -178,15 +178,7 @@ def instance_database(database_url: str, tls_server: TlsEndpoint) -> Iterator[di
     """The production instance's variables: a database of its own on the tests' server, reached
     through the TLS endpoint and verified against its CA, as deploy/dagster.yaml requires."""
     with empty_database(database_url, "sqlgym_production_instance"):
-        through_tls = make_url(tls_server.url)
-        yield {
-            "DAGSTER_PG_HOST": str(through_tls.host),
-            "DAGSTER_PG_PORT": str(through_tls.port),
-            "DAGSTER_PG_DB": "sqlgym_production_instance",
-            "DAGSTER_PG_USERNAME": str(through_tls.username),
-            "DAGSTER_PG_PASSWORD": through_tls.password or "",
-            "PGSSLROOTCERT": str(tls_server.ca),
-        }
+        yield instance_storage_variables(tls_server, "sqlgym_production_instance")
 
 
 @pytest.fixture

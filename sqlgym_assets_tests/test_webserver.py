@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +15,7 @@ from dagster import instance_for_test
 
 from sqlgym_assets.catalog import TABLES_BY_NAME, SyncMode
 from sqlgym_assets.quality.checks import check_names
-from sqlgym_assets_tests.helpers import busiest_day, materialize_tables
+from sqlgym_assets_tests.helpers import busiest_day, graphql, materialize_tables, wait_for_webserver
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 USERS = TABLES_BY_NAME["users"]
@@ -70,18 +66,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(
-        f"{url}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
-
-
 @pytest.fixture
 def webserver(db, source_env, tmp_path, monkeypatch) -> Iterator[tuple[str, str, int]]:
     """dagster-webserver on the project, over an instance holding one users materialization."""
@@ -115,30 +99,18 @@ def webserver(db, source_env, tmp_path, monkeypatch) -> Iterator[tuple[str, str,
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_until_up(url, server, log)
+            wait_for_webserver(url, server, log)
             yield url, partition, rows
         finally:
             server.terminate()
             server.wait(timeout=30)
 
 
-def _wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=5):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"webserver did not start: {log.read_text()}") from None
-            time.sleep(0.5)
-
-
 def test_the_ui_shows_assets_lineage_checks_schedules_and_row_counts(webserver) -> None:
     url, partition, rows = webserver
 
     nodes = {
-        tuple(node["assetKey"]["path"]): node for node in _graphql(url, ASSETS_QUERY)["assetNodes"]
+        tuple(node["assetKey"]["path"]): node for node in graphql(url, ASSETS_QUERY)["assetNodes"]
     }
     lake = {key: node for key, node in nodes.items() if key[0] == "sqlgym"}
     assert len(lake) == 21
@@ -150,7 +122,7 @@ def test_the_ui_shows_assets_lineage_checks_schedules_and_row_counts(webserver) 
         assert checks == set(check_names(TABLES_BY_NAME[key[1]]))
         assert len(checks) == (4 if TABLES_BY_NAME[key[1]].sync_mode is SyncMode.SNAPSHOT else 5)
 
-    (entry,) = _graphql(url, SCHEDULES_QUERY)["workspaceOrError"]["locationEntries"]
+    (entry,) = graphql(url, SCHEDULES_QUERY)["workspaceOrError"]["locationEntries"]
     (repository,) = entry["locationOrLoadError"]["repositories"]
     assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {
         ("sqlgym_hourly_incremental", "5 * * * *"),
@@ -158,7 +130,7 @@ def test_the_ui_shows_assets_lineage_checks_schedules_and_row_counts(webserver) 
     }
     assert [sensor["name"] for sensor in repository["sensors"]] == ["sqlgym_run_failure_alert"]
 
-    (users,) = _graphql(url, MATERIALIZATION_QUERY)["assetNodes"]
+    (users,) = graphql(url, MATERIALIZATION_QUERY)["assetNodes"]
     (latest,) = users["assetMaterializations"]
     assert latest["partition"] == partition
     metadata = {entry["label"]: entry.get("intValue") for entry in latest["metadataEntries"]}
