@@ -72,29 +72,32 @@ def prepare_environment(lake: Path, *, scale: int, reload: bool, data_dir: Path)
 
 
 def fill_past_days(variables: dict[str, str], today: str) -> list[tuple[str, int]]:
-    """The demo data's earlier days of the incremental and append tables, as a backfill would
-    write them: the hourly job of those tables, one run per day, in this process."""
+    """The demo data's earlier days of the incremental and append tables, as a backfill writes
+    them: the hourly job of those tables, one run over the range of days, in this process."""
     from sqlgym_assets.definitions import defs
 
     os.environ.update(variables)
     job = defs().resolve_job_def("sqlgym_hourly_incremental_job")
-    filled = []
+    # Seven days back from now touch eight dates: today (the main run) and seven before it.
+    days = [
+        (date.fromisoformat(today) - timedelta(days=days_ago)).isoformat()
+        for days_ago in range(DEMO_DAYS, 0, -1)
+    ]
     with DagsterInstance.get() as instance:
-        # Seven days back from now touch eight dates: today (the main run) and seven before it.
-        for days_ago in range(DEMO_DAYS, 0, -1):
-            day = (date.fromisoformat(today) - timedelta(days=days_ago)).isoformat()
-            result = job.execute_in_process(
-                partition_key=day,
-                instance=instance,
-                tags={"dagster/backfill": "sqlgym-demo"},
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
-            rows = sum(
-                int(event.materialization.metadata["dagster/row_count"].value)
-                for event in result.get_asset_materialization_events()
-            )
-            filled.append((day, rows))
-    return filled
+        result = job.execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/backfill": "sqlgym-demo",
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            },
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+    rows = dict.fromkeys(days, 0)
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        rows[materialization.partition] += int(materialization.metadata["dagster/row_count"].value)
+    return list(rows.items())
 
 
 def materialize_today(variables: dict[str, str], partition: str) -> None:
