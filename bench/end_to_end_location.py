@@ -4,7 +4,8 @@ Each asset is built by the project's own factory (``assets.build_lake_asset``), 
 IO manager and resources as in ``sqlgym_assets.definitions``; only the tables are the bench's:
 ``sqlgym/submissions`` (2,000,000 rows, read whole: a snapshot table) and
 ``sqlgym/busy_submissions`` (an append table with a day of 1,000,000 rows), in the schema named
-by SQLGYM_BENCH_SCHEMA.
+by SQLGYM_BENCH_SCHEMA; and, for bench/backfill_bench.py, ``sqlgym/daily_submissions`` (the same
+2,000,000 rows as an append table, about 66,666 a day for 30 days).
 """
 
 import sys
@@ -31,13 +32,18 @@ BUSY_DAY = replace(
     name="busy_submissions",
     description="Benchmark submissions with one busy day.",
 )
+DAILY = replace(
+    bench_table_spec("day"),
+    name="daily_submissions",
+    description="Benchmark submissions, 30 days of them.",
+)
 
 
 @definitions
 def defs() -> Definitions:
     skip_the_last_collection()  # as sqlgym_assets.definitions does
     return Definitions(
-        assets=[build_lake_asset(WHOLE_TABLE), build_lake_asset(BUSY_DAY)],
+        assets=[build_lake_asset(table) for table in (WHOLE_TABLE, BUSY_DAY, DAILY)],
         executor=in_process_executor,
         resources={
             "postgres": PostgresResource(source_schema=EnvVar("SQLGYM_BENCH_SCHEMA")),

@@ -241,41 +241,67 @@ def test_end_to_end_bench_times_three_cli_materializations_with_their_checks(
 def test_backfill_bench_compares_a_range_run_with_a_run_per_day(
     database_url: str, tmp_path: Path
 ) -> None:
-    """bench/backfill_bench.py over 2 days: both ways really ran, on a database of its own, and
-    wrote the same rows, which are the source's rows of those days."""
+    """bench/backfill_bench.py over 2 days of each case: both ways really ran, on a database of
+    its own, and wrote the same rows, which are the source's rows of those days."""
     script = REPOSITORY_ROOT / "bench" / "backfill_bench.py"
+    arguments = ["--days", "2", "--rows", "3000", "--scale-days", "2", "--schema", BENCH_SCHEMA]
     with empty_database(database_url, "sqlgym_backfill_bench") as url:
         completed = subprocess.run(
             [
-                *(sys.executable, str(script), "--days", "2", "--database-url", url),
-                *("--results-dir", str(tmp_path)),
+                sys.executable,
+                str(script),
+                *arguments,
+                "--database-url",
+                url,
+                "--results-dir",
+                str(tmp_path),
             ],
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=900,
             check=False,
         )
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
         report = json.loads((tmp_path / "backfill.json").read_text())
-        first_day = date.fromisoformat(today()) - timedelta(days=1)
+        last_demo_day = date.fromisoformat(today())
+        days = {
+            "demo data": (last_demo_day - timedelta(days=1), last_demo_day),
+            "at scale": (bench.DATA_START, bench.DATA_START + timedelta(days=1)),
+        }
         connection = psycopg2.connect(url)
         try:
             with connection.cursor() as cursor:
-                expected = 0
-                for table in TABLES:
-                    if table.sync_mode is SyncMode.SNAPSHOT:
-                        continue
-                    cursor.execute(
-                        sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s").format(
-                            sql.Identifier(table.name), sql.Identifier(table.cursor_column)
-                        ),
-                        (first_day,),
-                    )
-                    expected += cursor.fetchone()[0]
+                windowed = [t for t in TABLES if t.sync_mode is not SyncMode.SNAPSHOT]
+                expected = {
+                    "demo data": sum(
+                        _rows_in(cursor, sql.Identifier(t.name), t.cursor_column, days["demo data"])
+                        for t in windowed
+                    ),
+                    "at scale": _rows_in(
+                        cursor,
+                        sql.Identifier(BENCH_SCHEMA, "daily_submissions"),
+                        "submitted_at",
+                        days["at scale"],
+                    ),
+                }
         finally:
             connection.close()
-    assert report["rows_compared"] == expected > 0
-    assert len(report["single_day_runs"]["runs"]) == 2
-    for run in (report["range_run"], *report["single_day_runs"]["runs"]):
-        assert run["wall_seconds"] > 0 and run["peak_rss_mb"] > 0
-    assert f"{expected:,} rows, equal in both lakes" in (tmp_path / "backfill.md").read_text()
+    markdown = (tmp_path / "backfill.md").read_text()
+    cases = {case["case"]: case for case in report["cases"]}
+    assert set(cases) == set(expected)
+    for name, case in cases.items():
+        assert case["rows_compared"] == expected[name] > 0, name
+        assert case["first_day"] == days[name][0].isoformat()
+        assert len(case["single_day_runs"]["runs"]) == case["days"] == 2
+        for run in (case["range_run"], *case["single_day_runs"]["runs"]):
+            assert run["wall_seconds"] > 0 and run["peak_rss_mb"] > 0
+        assert f"| {name} | 2 | {expected[name]:,} |" in markdown
+
+
+def _rows_in(cursor, table: sql.Identifier, column: str, days: tuple[date, date]) -> int:
+    """The rows whose ``column`` falls in [first day, the day after the last)."""
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {column} >= %s AND {column} < %s").format(
+        table, column=sql.Identifier(column)
+    )
+    cursor.execute(query, (days[0], days[1] + timedelta(days=1)))
+    return cursor.fetchone()[0]
