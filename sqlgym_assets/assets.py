@@ -142,6 +142,9 @@ def build_lake_asset(
         group_name=table.group,
         description=f"{table.description} Daily Parquet partitions, {table.sync_mode.value} sync.",
         kinds={"postgres", "s3", "parquet"},
+        # Selectable by how it syncs: a backfill of past days selects `tag:sync_mode=incremental`
+        # and `tag:sync_mode=append`, as snapshot tables cannot be taken of a past day.
+        tags={"sync_mode": table.sync_mode.value},
         metadata={
             "dagster/column_schema": column_schema(table, table.lake_columns),
             **_sync_metadata(table),

@@ -16,7 +16,7 @@ from dagster import (
     instance_for_test,
 )
 
-from sqlgym_assets.catalog import TABLES
+from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME
 from sqlgym_assets.definitions import defs as load_definitions
 from sqlgym_assets_tests.helpers import assert_runs_in_a_fresh_interpreter
 
@@ -59,6 +59,7 @@ def test_every_lake_asset_is_a_utc_daily_partition_including_today_fed_by_its_ta
         assert {"postgres", "s3", "parquet"} <= set(node.kinds)
         assert node.description
         assert node.backfill_policy == BackfillPolicy.single_run()  # a range is one run
+        assert node.tags["sync_mode"] == TABLES_BY_NAME[name].sync_mode.value  # selectable
     assert {graph.get(AssetKey(["sqlgym", t.name])).group_name for t in TABLES} == GROUPS
 
 
