@@ -165,6 +165,8 @@ def seaweedfs_endpoint() -> Iterator[str]:
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-admin.ui=false",
+        # Not needed, and its chunk cache is a new folder under /tmp at every start, never removed.
+        "-webdav=false",
         *(f"-{name}.port={port}" for name, port in ports.items()),
         *(f"-{name}={port}" for name, port in grpc.items()),
     ]
