@@ -135,6 +135,17 @@ def deployment(database_url: str, tls_server: TlsEndpoint) -> Iterator[Deploymen
         yield deployed
 
 
+def _failures(instance: DagsterInstance, run_id: str) -> str:
+    """What a failed run reported: its step and run failures, for the assertion's message."""
+    return "\n".join(
+        f"{record.dagster_event.event_type_value}: {record.dagster_event.message or ''} "
+        f"{record.user_message}"
+        for record in instance.all_logs(run_id)
+        if record.dagster_event
+        and record.dagster_event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE", "ENGINE_EVENT")
+    )
+
+
 def _stored(deployment: Deployment, query: str, parameters: tuple = ()) -> list[tuple]:
     """Rows of the instance's database, read with psycopg2 rather than through Dagster."""
     connection = psycopg2.connect(deployment.storage_url)
@@ -330,7 +341,7 @@ def test_the_daemon_ticks_the_schedules_and_runs_what_they_queued(
                 assert tags == stored_tags[run_id]
                 assert tags[SCHEDULE_TAG] == name
                 assert run.job_name == f"{name}_job"
-                assert run.status == DagsterRunStatus.SUCCESS
+                assert run.status == DagsterRunStatus.SUCCESS, _failures(instance, run_id)
         assert dict(
             _stored(
                 deployment, "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (run_ids,)
