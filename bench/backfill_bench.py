@@ -37,7 +37,8 @@ if str(REPOSITORY_ROOT) not in sys.path:  # run as a script: the project is impo
     sys.path.insert(0, str(REPOSITORY_ROOT))
 
 import pyarrow.parquet as pq  # noqa: E402
-from end_to_end_location import DAILY  # noqa: E402  (this folder)
+from end_to_end import ensure_derived_table  # noqa: E402  (this folder)
+from end_to_end_location import DAILY  # noqa: E402
 from extract_bench import (  # noqa: E402
     DATA_START,
     DATA_VERSION,
@@ -57,35 +58,16 @@ BENCH_LOCATION = ["-f", str(Path(__file__).resolve().parent / "end_to_end_locati
 def ensure_daily_table(database_url: str, schema: str, rows: int) -> None:
     """``<schema>.daily_submissions``: a copy of the bench's submissions (``ensure_bench_table``),
     read as an append table, a day at a time; rebuilt when those change."""
-    import psycopg2
     from psycopg2 import sql
 
-    tag = f"daily copy of {DATA_VERSION}: {rows} rows"
-    table = sql.Identifier(schema, DAILY.name)
-    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT obj_description(to_regclass(format('%%I.%%I', %s::text, %s::text)))",
-            (schema, DAILY.name),
-        )
-        if cursor.fetchone()[0] == tag:
-            return
-        print(f"building {schema}.{DAILY.name} ...", flush=True)
-        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-        cursor.execute(
-            sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
-                table, sql.Identifier(schema, "submissions")
-            )
-        )
-        cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(table))
-        cursor.execute(sql.SQL("CREATE INDEX ON {} (submitted_at)").format(table))
-        cursor.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(tag)))
-    connection = psycopg2.connect(database_url)
-    connection.autocommit = True  # VACUUM runs outside a transaction
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("VACUUM (FREEZE, ANALYZE) {}").format(table))
-    finally:
-        connection.close()
+    ensure_derived_table(
+        database_url,
+        schema,
+        DAILY.name,
+        f"daily copy of {DATA_VERSION}: {rows} rows",
+        sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, "submissions")),
+        (),
+    )
 
 
 def materialize(

@@ -62,29 +62,41 @@ PEAK_RSS_TARGET_MB = 400
 
 def ensure_busy_table(database_url: str, schema: str, rows: int) -> None:
     """``<schema>.busy_submissions``: ``rows`` of the bench's submissions, all on MEASURED_DAY."""
+    from psycopg2 import sql
+
+    ensure_derived_table(
+        database_url,
+        schema,
+        BUSY_TABLE,
+        f"busy day v1: {rows} rows",
+        sql.SQL(
+            "SELECT id, user_id, problem_id, query, is_correct, execution_time, "
+            "%s::timestamp + (row_number() OVER (ORDER BY id) - 1) * (interval '1 day' / %s) "
+            "AS submitted_at, query_result, memory_used_mb FROM {source} ORDER BY id LIMIT %s"
+        ).format(source=sql.Identifier(schema, "submissions")),
+        (MEASURED_DAY, rows, rows),
+    )
+
+
+def ensure_derived_table(
+    database_url: str, schema: str, name: str, tag: str, query: Any, parameters: tuple
+) -> None:
+    """``<schema>.<name>`` made by ``query`` from the bench's submissions, keyed and indexed as
+    they are, unless its comment already says it is ``tag``: built once, not at every run."""
     import psycopg2
     from psycopg2 import sql
 
-    tag = f"busy day v1: {rows} rows"
-    table = sql.Identifier(schema, BUSY_TABLE)
+    table = sql.Identifier(schema, name)
     with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT obj_description(to_regclass(format('%%I.%%I', %s::text, %s::text)))",
-            (schema, BUSY_TABLE),
+            (schema, name),
         )
         if cursor.fetchone()[0] == tag:
             return
-        print(f"building {schema}.{BUSY_TABLE} with {rows:,} rows on {MEASURED_DAY} ...")
+        print(f"building {schema}.{name} ({tag}) ...", flush=True)
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-        cursor.execute(
-            sql.SQL(
-                "CREATE TABLE {busy} AS SELECT id, user_id, problem_id, query, is_correct, "
-                "execution_time, %s::timestamp + (row_number() OVER (ORDER BY id) - 1) "
-                "* (interval '1 day' / %s) AS submitted_at, query_result, memory_used_mb "
-                "FROM {source} ORDER BY id LIMIT %s"
-            ).format(busy=table, source=sql.Identifier(schema, "submissions")),
-            (MEASURED_DAY, rows, rows),
-        )
+        cursor.execute(sql.SQL("CREATE TABLE {} AS ").format(table) + query, parameters)
         cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(table))
         cursor.execute(sql.SQL("CREATE INDEX ON {} (submitted_at)").format(table))
         cursor.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(tag)))

@@ -160,27 +160,12 @@ def test_bench_embedded_server_on_loopback_is_read_over_tcp() -> None:
 
 def test_reconciliation_bench_finds_what_re_reading_every_day_finds(tmp_path: Path) -> None:
     """The bench fails if the key index and a re-read of every day disagree; here at 5,000 keys."""
-    script = REPOSITORY_ROOT / "bench" / "reconciliation_bench.py"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--keys",
-            "5000",
-            "--days",
-            "2,5",
-            "--repeat",
-            "1",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    report = _run_bench(
+        "reconciliation_bench.py",
+        ["--keys", "5000", "--days", "2,5", "--repeat", "1"],
+        tmp_path,
+        "reconciliation.json",
     )
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads((tmp_path / "reconciliation.json").read_text())
     assert [row["days"] for row in report["results"]] == [2, 5]
     for row in report["results"]:
         assert row["live_keys"] == 5000 - 10 * (row["days"] - 1)
@@ -195,31 +180,15 @@ def test_end_to_end_bench_times_three_cli_materializations_with_their_checks(
 ) -> None:
     """bench/end_to_end.py at 3,000 rows: each partition really materialized by the CLI, its
     checks returned, its wall time split by its own events."""
-    script = REPOSITORY_ROOT / "bench" / "end_to_end.py"
-    completed = subprocess.run(
+    report = _run_bench(
+        "end_to_end.py",
         [
-            sys.executable,
-            str(script),
-            "--rows",
-            "3000",
-            "--busy-rows",
-            "1000",
-            "--repeat",
-            "1",
-            "--database-url",
-            database_url,
-            "--schema",
-            "sqlgym_e2e_test",
-            "--results-dir",
-            str(tmp_path),
+            *("--rows", "3000", "--busy-rows", "1000", "--repeat", "1"),
+            *("--database-url", database_url, "--schema", "sqlgym_e2e_test"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        tmp_path,
+        "end_to_end.json",
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads((tmp_path / "end_to_end.json").read_text())
     runs = {run["case"]: run for run in report["runs"]}
     assert {case: run["rows"] for case, run in runs.items()} == {
         "empty": 0,
@@ -243,26 +212,11 @@ def test_backfill_bench_compares_a_range_run_with_a_run_per_day(
 ) -> None:
     """bench/backfill_bench.py over 2 days of each case: both ways really ran, on a database of
     its own, and wrote the same rows, which are the source's rows of those days."""
-    script = REPOSITORY_ROOT / "bench" / "backfill_bench.py"
     arguments = ["--days", "2", "--rows", "3000", "--scale-days", "2", "--schema", BENCH_SCHEMA]
     with empty_database(database_url, "sqlgym_backfill_bench") as url:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                str(script),
-                *arguments,
-                "--database-url",
-                url,
-                "--results-dir",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
+        report = _run_bench(
+            "backfill_bench.py", [*arguments, "--database-url", url], tmp_path, "backfill.json"
         )
-        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-        report = json.loads((tmp_path / "backfill.json").read_text())
         last_demo_day = date.fromisoformat(today())
         days = {
             "demo data": (last_demo_day - timedelta(days=1), last_demo_day),
@@ -305,3 +259,22 @@ def _rows_in(cursor, table: sql.Identifier, column: str, days: tuple[date, date]
     )
     cursor.execute(query, (days[0], days[1] + timedelta(days=1)))
     return cursor.fetchone()[0]
+
+
+def _run_bench(script: str, arguments: list[str], results_dir: Path, report: str) -> dict:
+    """Runs bench/<script> as `make bench` does, its results in ``results_dir``; its report."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY_ROOT / "bench" / script),
+            *arguments,
+            "--results-dir",
+            str(results_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return json.loads((results_dir / report).read_text())
