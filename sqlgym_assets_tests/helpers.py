@@ -33,7 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
+    DagsterEventType,
     DagsterInstance,
     EnvVar,
     ExecuteInProcessResult,
@@ -139,6 +141,14 @@ def service(
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def check_evaluations(instance: DagsterInstance, run_id: str) -> list[AssetCheckEvaluation]:
+    """The check evaluations a run stored, as the instance keeps them."""
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    return [record.event_log_entry.dagster_event.event_specific_data for record in records]
 
 
 def failed_once(result: ExecuteInProcessResult) -> str:

@@ -31,6 +31,7 @@ from sqlgym_assets.source.reader import PostgresResource
 from sqlgym_assets_tests.helpers import (
     REPOSITORY_ROOT,
     by_key,
+    check_evaluations,
     env_lake,
     failed_once,
     graphql,
@@ -69,12 +70,8 @@ def _instance_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _evaluations(instance: DagsterInstance, run_id: str) -> dict[tuple[str, str, str], object]:
     """Every check evaluation of the run, by (table, check, day)."""
-    records = instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
-    ).records
     evaluations = {}
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
+    for evaluation in check_evaluations(instance, run_id):
         key = (evaluation.asset_key.path[-1], evaluation.check_name, evaluation.partition)
         assert key not in evaluations, f"{key} evaluated twice"
         evaluations[key] = evaluation

@@ -16,7 +16,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetSelection,
-    DagsterEventType,
     DagsterInstance,
     ExecuteInProcessResult,
     materialize,
@@ -35,6 +34,7 @@ from sqlgym_assets_tests.helpers import (
     assert_checks_of_one_synced_day,
     assert_runs_in_a_fresh_interpreter,
     busiest_day,
+    check_evaluations,
     env_lake,
     lake_file,
     materialize_tables,
@@ -367,13 +367,10 @@ def test_results_are_kept_per_partition(db, source_env, instance, auth_provider_
     history = {}
     for day, result in runs.items():
         # What the instance keeps of each run, read back from its storage.
-        records = instance.get_records_for_run(
-            result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
-        ).records
         (evaluation,) = [
-            data
-            for data in (r.event_log_entry.dagster_event.event_specific_data for r in records)
-            if data.check_name == "no_null_required_columns"
+            evaluation
+            for evaluation in check_evaluations(instance, result.run_id)
+            if evaluation.check_name == "no_null_required_columns"
         ]
         history[day] = evaluation
     assert history[clean_day].passed

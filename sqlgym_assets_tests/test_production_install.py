@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus
 
 from sqlgym_assets.catalog import TABLES_BY_NAME
 from sqlgym_assets.source.plan import partition_window
@@ -34,6 +34,7 @@ from sqlgym_assets_tests.helpers import (
     assert_checks_of_one_synced_day,
     busiest_day,
     by_key,
+    check_evaluations,
     empty_database,
     instance_storage_variables,
     lake_file,
@@ -233,10 +234,7 @@ def test_a_materialization_by_the_production_install_writes_the_sources_rows_and
     with DagsterInstance.from_config(str(production.home)) as instance:
         (sync,) = instance.get_runs()
         assert sync.status == DagsterRunStatus.SUCCESS
-        records = instance.get_records_for_run(
-            sync.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
-        ).records
-    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+        evaluations = check_evaluations(instance, sync.run_id)
     checks = {evaluation.check_name: evaluation for evaluation in evaluations}
     assert_checks_of_one_synced_day(checks, db, USERS, len(synced))
 
