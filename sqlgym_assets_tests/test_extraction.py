@@ -302,19 +302,30 @@ def _kill_stalled_extract(database_url: str, stop: threading.Event) -> None:
 def test_small_batches_are_written_as_row_groups_of_the_set_size_in_order(
     probe_schema, db, source_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 6_000)
     reader = _probe_reader(batch_size_hint_bytes=64 * 1024)  # batches of a few hundred rows
     partition = today()
     _create_stream_view(db, "none")
+    with db.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT id, payload FROM {}.stream").format(PROBE))
+        source = cursor.fetchall()
 
+    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 6_000)
     materialize_tables([STREAM], partition, postgres=reader)
 
     parquet = pq.ParquetFile(lake_file(source_env, "stream", partition))
     groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     assert groups == [6_000] * 6 + [4_000]
-    with db.cursor() as cursor:
-        cursor.execute(sql.SQL("SELECT id, payload FROM {}.stream").format(PROBE))
-        source = cursor.fetchall()
+    assert list(zip(*parquet.read().to_pydict().values(), strict=True)) == source
+
+    # The same rows bounded by bytes instead (a 210-byte row: about 5,000 rows a MiB).
+    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", STREAM_ROWS)
+    monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 1024 * 1024)
+    materialize_tables([STREAM], partition, postgres=reader)
+
+    parquet = pq.ParquetFile(lake_file(source_env, "stream", partition))
+    sizes = [parquet.read_row_group(i).nbytes for i in range(parquet.num_row_groups)]
+    assert 6 <= len(sizes) <= 9
+    assert all(1024 * 1024 <= size < 1024 * 1024 + 256 * 1024 for size in sizes[:-1]), sizes
     assert list(zip(*parquet.read().to_pydict().values(), strict=True)) == source
 
 

@@ -30,7 +30,10 @@ from dagster import get_dagster_logger
 from sqlgym_assets.lake.layout import LakeSettings
 
 PARQUET_COMPRESSION = "snappy"
+# A row group ends at whichever comes first: readers and the checks pay per group, and the writer
+# holds a group's batches until it is written.
 ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 
 ARROW_MEMORY_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
@@ -132,22 +135,26 @@ def _encode(stream: BatchStream, path: Path, after_write: Callable[[], None] | N
 
 
 def _row_groups(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
-    """The batches gathered into tables of ROW_GROUP_ROWS rows, the last one shorter.
+    """The batches gathered into tables of ROW_GROUP_ROWS rows or ROW_GROUP_BYTES bytes.
 
     pyarrow's writer starts a row group at every write: written as they came (about 15,000 rows
     each from the driver), a 2 M-row file had 129 row groups, and the checks and every reader
     paid for each.
     """
     pending: list[pa.RecordBatch] = []
-    pending_rows = 0
+    pending_rows = pending_bytes = 0
     for batch in batches:
         pending.append(batch)
         pending_rows += batch.num_rows
+        pending_bytes += batch.nbytes
+        if pending_bytes >= ROW_GROUP_BYTES and pending_rows < ROW_GROUP_ROWS:
+            yield pa.Table.from_batches(pending, schema)
+            pending, pending_rows, pending_bytes = [], 0, 0
         while pending_rows >= ROW_GROUP_ROWS:
             gathered = pa.Table.from_batches(pending, schema)
             yield gathered.slice(0, ROW_GROUP_ROWS)
             rest = gathered.slice(ROW_GROUP_ROWS)
-            pending, pending_rows = rest.to_batches(), rest.num_rows
+            pending, pending_rows, pending_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
     if pending_rows:
         yield pa.Table.from_batches(pending, schema)
 
