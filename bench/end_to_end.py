@@ -18,7 +18,10 @@ rows, timed in this process in the same run. A partition's net time is its wall 
 empty partition's; the ratio is raw COPY's time over that. Each run's own event log splits its
 wall time: start-up (launch to STEP_START), extract and write (STEP_START to HANDLED_OUTPUT: the
 snapshot, counts, key set, stream, file, key index), checks (HANDLED_OUTPUT to STEP_SUCCESS) and
-exit. Peak RSS is the command's own (``wait4``). Results go to ``--results-dir``.
+exit; extract and write split again into opening the snapshot (to the step's "reading" line:
+counts and live keys), streaming into the file (the materialization's ``sqlgym/write_seconds``)
+and the rest (key index, key set, sync record). Peak RSS is the command's own (``wait4``).
+Results go to ``--results-dir``.
 """
 
 from __future__ import annotations
@@ -188,14 +191,18 @@ def split_run(home: Path, launched: float, exited: float) -> dict[str, Any]:
         records = instance.all_logs(run.run_id)
     first: dict[str, float] = {}
     checks: dict[str, bool] = {}
-    rows = None
+    rows = write_seconds = None
     for record in records:
         event = record.dagster_event
         if event is None:
+            if record.user_message.startswith("reading "):  # the snapshot is open and counted
+                first.setdefault("READING", record.timestamp)
             continue
         first.setdefault(event.event_type.name, record.timestamp)
         if event.event_type.name == "ASSET_MATERIALIZATION":
-            rows = event.event_specific_data.materialization.metadata["dagster/row_count"].value
+            metadata = event.event_specific_data.materialization.metadata
+            rows = metadata["dagster/row_count"].value
+            write_seconds = metadata["sqlgym/write_seconds"].value
         if event.event_type.name == "ASSET_CHECK_EVALUATION":
             checks[event.event_specific_data.check_name] = event.event_specific_data.passed
     if "RUN_SUCCESS" not in first:
@@ -205,6 +212,12 @@ def split_run(home: Path, launched: float, exited: float) -> dict[str, Any]:
         "checks_passed": checks,
         "startup_seconds": first["STEP_START"] - launched,
         "extract_write_seconds": first["HANDLED_OUTPUT"] - first["STEP_START"],
+        # extract + write, split: opening the snapshot (counts and live keys), streaming the rows
+        # into the file (the extract and the encoding overlap), and the rest (key index, key
+        # set, sync record).
+        "open_seconds": first["READING"] - first["STEP_START"],
+        "stream_seconds": write_seconds,
+        "keys_seconds": first["HANDLED_OUTPUT"] - first["READING"] - write_seconds,
         "checks_seconds": first["STEP_SUCCESS"] - first["HANDLED_OUTPUT"],
         "exit_seconds": exited - first["STEP_SUCCESS"],
     }
@@ -216,6 +229,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         "peak_rss_mb",
         "startup_seconds",
         "extract_write_seconds",
+        "open_seconds",
+        "stream_seconds",
+        "keys_seconds",
         "checks_seconds",
         "exit_seconds",
         "raw_copy_seconds",
@@ -247,6 +263,17 @@ def markdown(summary: dict[str, dict[str, float]]) -> str:
             f"| {row['startup_seconds']:.2f} s | {row['extract_write_seconds']:.2f} s "
             f"| {row['checks_seconds']:.2f} s | {row['exit_seconds']:.2f} s "
             f"| {row['peak_rss_mb']:.0f} MB |"
+        )
+    lines += [
+        "",
+        "| partition | open: snapshot, counts, live keys | stream into the file "
+        "| key index, key set, sync record | checks |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for case, row in summary.items():
+        lines.append(
+            f"| {case} | {row['open_seconds']:.2f} s | {row['stream_seconds']:.2f} s "
+            f"| {row['keys_seconds']:.2f} s | {row['checks_seconds']:.2f} s |"
         )
     lines += ["", "Targets:"]
     for case, target in TARGETS.items():

@@ -203,6 +203,9 @@ def test_end_to_end_bench_times_three_cli_materializations_with_their_checks(
     for run in runs.values():
         parts = ("startup_seconds", "extract_write_seconds", "checks_seconds", "exit_seconds")
         assert sum(run[part] for part in parts) == pytest.approx(run["wall_seconds"], abs=0.01)
+        steps = ("open_seconds", "stream_seconds", "keys_seconds")
+        assert all(run[step] > 0 for step in steps)
+        assert sum(run[step] for step in steps) == pytest.approx(run["extract_write_seconds"])
         assert run["peak_rss_mb"] > 0 and run["raw_copy_seconds"] > 0
     assert "Targets:" in (tmp_path / "end_to_end.md").read_text()
 
