@@ -26,7 +26,13 @@ from sqlglot import exp
 
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset, lake_asset_key
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
-from sqlgym_assets.lake.keys import LiveKeys, stored_key_set, write_key_set
+from sqlgym_assets.lake.keys import (
+    HASHED_PER_SLICE,
+    LiveKeys,
+    key_hashes,
+    stored_key_set,
+    write_key_set,
+)
 from sqlgym_assets.lake.layout import key_index_uri, key_set_uri, lake_settings
 from sqlgym_assets.quality.reconciliation import KEYS_MATCH_SOURCE
 from sqlgym_assets.source.reader import PostgresResource
@@ -285,6 +291,45 @@ def statements_of(printed: str) -> list[exp.Expression]:
     Trino's, and sqlglot picks the grammar by the statement's first words."""
     texts = [text for text in re.split(r";\s*$", printed, flags=re.MULTILINE) if text.strip()]
     return [sqlglot.parse_one(text, read="athena") for text in texts]
+
+
+def _fnv1a(parts: list[str | None]) -> int:
+    """The key index's hash, written out plainly: FNV-1a over each column's UTF-8 text, the
+    columns' hashes combined FNV-style, a NULL hashing to a constant."""
+    mask, prime = 2**64 - 1, 0x100000001B3
+    combined = 0xCBF29CE484222325
+    for part in parts:
+        if part is None:
+            column_hash = 0x9E3779B97F4A7C15
+        else:
+            column_hash = 0xCBF29CE484222325
+            for byte in part.encode():
+                column_hash = ((column_hash ^ byte) * prime) & mask
+        combined = ((combined ^ column_hash) * prime) & mask
+    return combined
+
+
+@pytest.mark.parametrize("keys", ["uuids", "mixed widths", "compound with nulls"])
+def test_key_hashes_are_the_index_format_whatever_the_keys_widths(keys: str) -> None:
+    """Key indexes already in lakes hold these hashes: any faster path must give the same."""
+    rows = HASHED_PER_SLICE + 7  # more than one slice
+    if keys == "uuids":
+        table = pa.table({"id": [str(uuid.UUID(int=n * 7919)) for n in range(rows)]})
+    elif keys == "mixed widths":
+        table = pa.table({"id": pa.array(range(rows), pa.int64())})
+    else:
+        table = pa.table(
+            {
+                "user_id": [None if n % 5 == 0 else f"u{n % 97}" for n in range(rows)],
+                "day": pa.array([date(2025, 1, 1) + timedelta(days=n % 3) for n in range(rows)]),
+            }
+        )
+    texts = [
+        [None if value is None else str(value) for value in row.values()]
+        for row in table.to_pylist()
+    ]
+
+    assert key_hashes(table).tolist() == [_fnv1a(parts) for parts in texts]
 
 
 def test_the_athena_ddl_parses_and_projects_every_table_by_day(
