@@ -210,6 +210,28 @@ def test_end_to_end_bench_times_three_cli_materializations_with_their_checks(
     assert "Targets:" in (tmp_path / "end_to_end.md").read_text()
 
 
+def test_hourly_bench_runs_the_project_and_dagster_alone_on_the_same_21_assets(
+    database_url: str, tmp_path: Path
+) -> None:
+    """bench/hourly_run.py, once each: the project's run synced every table; Dagster alone ran
+    the same 21 steps with their checks and wrote nothing."""
+    project, alone = "project default", "Dagster alone (the same assets and checks doing no work)"
+    with empty_database(database_url, "sqlgym_hourly_bench") as url:
+        report = _run_bench(
+            "hourly_run.py",
+            ["--repeat", "1", "--executors", f"{project},{alone}", "--database-url", url],
+            tmp_path,
+            "hourly-*.json",
+        )
+    runs = {run["executor"]: run for run in report["runs"]}
+    assert runs.keys() == {project, alone}
+    assert runs[project]["steps"] == runs[alone]["steps"] == len(TABLES)
+    assert len(report["rows_per_table"]) == len(TABLES) and report["rows_written"] > 0
+    assert runs[project]["checks_sum"] > 0
+    assert runs[alone]["extract_write_sum"] == runs[alone]["checks_sum"] == 0
+    assert [row["executor"] for row in report["summary"]] == [project, alone]
+
+
 def test_backfill_bench_compares_a_range_run_with_a_run_per_day(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -280,4 +302,5 @@ def _run_bench(script: str, arguments: list[str], results_dir: Path, report: str
         check=False,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return json.loads((results_dir / report).read_text())
+    (written,) = results_dir.glob(report)  # a name, or a pattern for a dated report
+    return json.loads(written.read_text())
