@@ -25,6 +25,7 @@ from psycopg2 import sql
 from sqlgym_assets.assets import LAKE_IO_MANAGER_KEY, build_lake_asset
 from sqlgym_assets.catalog import TABLES, TABLES_BY_NAME, SyncMode, TableSpec
 from sqlgym_assets.definitions import defs
+from sqlgym_assets.quality import checks as checks_module
 from sqlgym_assets.quality import keys as keys_module
 from sqlgym_assets.quality.checks import MAX_REPORTED_KEYS
 from sqlgym_assets.quality.keys import key_buckets
@@ -119,11 +120,14 @@ def test_clean_partition_passes_every_check_with_the_counts_in_metadata(
     assert checks["no_duplicate_primary_keys"].metadata["duplicate_rows"].value == 0
 
 
+@pytest.mark.parametrize("rows_per_validation", [None, 4], ids=["default", "4 rows"])
 def test_nulls_in_required_columns_fail_with_counts_and_keys(
-    written_day, source_env, instance
+    written_day, source_env, instance, monkeypatch, rows_per_validation
 ) -> None:
+    if rows_per_validation is not None:  # runs of two 2-row groups: the NULLs in different runs
+        monkeypatch.setattr(checks_module, "NULL_CHECKED_ROWS", rows_per_validation)
     partition, clean = written_day
-    assert clean.num_rows >= 3
+    assert clean.num_rows > 4  # so the last row is in a later run of 4 rows
     broken_ids = [clean["id"][0].as_py(), clean["id"][-1].as_py()]  # first and last row group
     emails = [
         None if user_id in broken_ids else email
@@ -138,7 +142,7 @@ def test_nulls_in_required_columns_fail_with_counts_and_keys(
         "google_id",
         pa.nulls(broken.num_rows, pa.string()),
     )
-    # Tiny row groups: the NULL check reads one group at a time and must add them up.
+    # Tiny row groups: the NULL check reads runs of them and must add the runs up.
     pq.write_table(broken, lake_file(source_env, "users", partition), row_group_size=2)
 
     checks = evaluations(check_partition(partition, instance))

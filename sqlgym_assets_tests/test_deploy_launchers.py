@@ -718,7 +718,6 @@ def recorded_calls(
             for name in ("SQLGYM_DATABASE_URL", KEY_ENV, PERSONAL_DATA_ENV):
                 patch.delenv(name, raising=False)
             patch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest part
-            patch.setattr(writer, "ROW_GROUP_ROWS", 5_000)  # parts sent mid-stream
             settings = lake_settings(lake_url)
             calls: dict[str, list[AwsCall]] = {}
 

@@ -299,36 +299,6 @@ def _kill_stalled_extract(database_url: str, stop: threading.Event) -> None:
         connection.close()
 
 
-def test_small_batches_are_written_as_row_groups_of_the_set_size_in_order(
-    probe_schema, db, source_env, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reader = _probe_reader(batch_size_hint_bytes=64 * 1024)  # batches of a few hundred rows
-    partition = today()
-    _create_stream_view(db, "none")
-    with db.cursor() as cursor:
-        cursor.execute(sql.SQL("SELECT id, payload FROM {}.stream").format(PROBE))
-        source = cursor.fetchall()
-
-    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 6_000)
-    materialize_tables([STREAM], partition, postgres=reader)
-
-    parquet = pq.ParquetFile(lake_file(source_env, "stream", partition))
-    groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-    assert groups == [6_000] * 6 + [4_000]
-    assert list(zip(*parquet.read().to_pydict().values(), strict=True)) == source
-
-    # The same rows bounded by bytes instead (a 210-byte row: about 5,000 rows a MiB).
-    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", STREAM_ROWS)
-    monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 1024 * 1024)
-    materialize_tables([STREAM], partition, postgres=reader)
-
-    parquet = pq.ParquetFile(lake_file(source_env, "stream", partition))
-    sizes = [parquet.read_row_group(i).nbytes for i in range(parquet.num_row_groups)]
-    assert 6 <= len(sizes) <= 9
-    assert all(1024 * 1024 <= size < 1024 * 1024 + 256 * 1024 for size in sizes[:-1]), sizes
-    assert list(zip(*parquet.read().to_pydict().values(), strict=True)) == source
-
-
 @pytest.mark.parametrize("failure", ["error", "stall"])
 def test_a_failure_mid_stream_leaves_the_previous_file_intact(
     failure: str, probe_schema, db, database_url, source_env
@@ -388,13 +358,6 @@ def test_a_connection_dropped_mid_stream_is_retried_and_the_retry_succeeds(
     assert pq.read_metadata(path).num_rows == STREAM_ROWS
 
 
-def _upload_in_small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """S3's smallest parts, and row groups small enough that the stream view's 10 MB file grows
-    group by group and goes up in parts while it is encoded, as a large partition does."""
-    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
-    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 5_000)
-
-
 def _s3_lake() -> tuple[str, ParquetLakeIOManager]:
     bucket = f"sqlgym-parts-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
@@ -404,7 +367,7 @@ def _s3_lake() -> tuple[str, ParquetLakeIOManager]:
 def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
     probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload_in_small_parts(monkeypatch)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest
     reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
     partition = today()
     _create_stream_view(db, "digests")
@@ -428,7 +391,7 @@ def test_a_partition_larger_than_a_part_reaches_s3_in_parts_byte_for_byte(
 def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object(
     probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload_in_small_parts(monkeypatch)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     reader = _probe_reader(batch_size_hint_bytes=256 * 1024)
     partition = today()
     bucket, s3_lake = _s3_lake()
@@ -452,7 +415,7 @@ def test_a_failure_after_parts_were_sent_leaves_no_parts_and_the_previous_object
 def test_when_s3_fails_the_upload_and_its_abort_the_uploads_own_error_is_raised(
     probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload_in_small_parts(monkeypatch)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     _create_stream_view(db, "digests")
     bucket, _ = _s3_lake()
 
@@ -480,7 +443,7 @@ def test_when_s3_fails_the_upload_and_its_abort_the_uploads_own_error_is_raised(
 def test_a_write_that_fails_mid_stream_ends_the_source_transaction_at_once(
     probe_schema, db, source_env, aws_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload_in_small_parts(monkeypatch)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     _create_stream_view(db, "digests")
     missing_bucket = ParquetLakeIOManager(lake_url=f"s3://sqlgym-missing-{uuid.uuid4().hex[:12]}")
 
@@ -564,7 +527,6 @@ from sqlgym_assets_tests.helpers import materialize_tables
 from sqlgym_assets_tests.test_extraction import PROBE_SCHEMA, STREAM
 
 writer.UPLOAD_PART_BYTES = 5 * 1024 * 1024
-writer.ROW_GROUP_ROWS = 5_000
 materialize_tables(
     [STREAM],
     sys.argv[2],
@@ -581,7 +543,7 @@ def _uploads(bucket: str) -> list[dict]:
 def test_a_run_killed_mid_upload_leaves_the_previous_object_and_the_next_write_cleans_up(
     probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload_in_small_parts(monkeypatch)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     monkeypatch.setattr(writer, "STALE_UPLOAD_AGE", timedelta(0))
     reader, partition = _probe_reader(batch_size_hint_bytes=256 * 1024), today()
     bucket, s3_lake = _s3_lake()
@@ -630,7 +592,7 @@ def test_a_run_killed_mid_upload_leaves_the_previous_object_and_the_next_write_c
 def test_two_runs_writing_one_partition_at_once_leave_one_whole_object(
     probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _upload_in_small_parts(monkeypatch)
+    monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     reader, partition = _probe_reader(batch_size_hint_bytes=256 * 1024), today()
     bucket, s3_lake = _s3_lake()
     key = s3_lake.file_uri(AssetKey(["sqlgym", "stream"]), partition).split("/", 3)[3]

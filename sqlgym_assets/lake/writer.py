@@ -30,10 +30,7 @@ from dagster import get_dagster_logger
 from sqlgym_assets.lake.layout import LakeSettings
 
 PARQUET_COMPRESSION = "snappy"
-# A row group ends at whichever comes first: readers and the checks pay per group, and the writer
-# holds a group's batches until it is written.
 ROW_GROUP_ROWS = 128 * 1024
-ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 
 ARROW_MEMORY_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
@@ -108,11 +105,10 @@ def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
     ]
 
 
-def _encode(stream: BatchStream, path: Path, after_write: Callable[[], None] | None = None) -> int:
+def _encode(stream: BatchStream, path: Path, after_batch: Callable[[], None] | None = None) -> int:
     """Streams batches into a Snappy Parquet file; memory stays at about one row group.
 
-    ``after_write`` runs once each row group is in the file, so the file can be shipped as it
-    grows.
+    ``after_batch`` runs once each batch is in the file, so the file can be shipped as it grows.
     """
     batches = iter(stream)
     first = next(batches, None)
@@ -126,37 +122,12 @@ def _encode(stream: BatchStream, path: Path, after_write: Callable[[], None] | N
         compression=PARQUET_COMPRESSION,
         use_dictionary=dictionary_columns(first),
     ) as writer:
-        for group in _row_groups(itertools.chain([first], batches), stream.schema):
-            writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
-            rows += group.num_rows
-            if after_write is not None:
-                after_write()
+        for batch in itertools.chain([first], batches):
+            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+            rows += batch.num_rows
+            if after_batch is not None:
+                after_batch()
     return rows
-
-
-def _row_groups(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
-    """The batches gathered into tables of ROW_GROUP_ROWS rows or ROW_GROUP_BYTES bytes.
-
-    pyarrow's writer starts a row group at every write: written as they came (about 15,000 rows
-    each from the driver), a 2 M-row file had 129 row groups, and the checks and every reader
-    paid for each.
-    """
-    pending: list[pa.RecordBatch] = []
-    pending_rows = pending_bytes = 0
-    for batch in batches:
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        pending_bytes += batch.nbytes
-        if pending_bytes >= ROW_GROUP_BYTES and pending_rows < ROW_GROUP_ROWS:
-            yield pa.Table.from_batches(pending, schema)
-            pending, pending_rows, pending_bytes = [], 0, 0
-        while pending_rows >= ROW_GROUP_ROWS:
-            gathered = pa.Table.from_batches(pending, schema)
-            yield gathered.slice(0, ROW_GROUP_ROWS)
-            rest = gathered.slice(ROW_GROUP_ROWS)
-            pending, pending_rows, pending_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
-    if pending_rows:
-        yield pa.Table.from_batches(pending, schema)
 
 
 def write_partition(
@@ -189,7 +160,7 @@ def _upload(settings: LakeSettings, uri: str, stream: BatchStream) -> tuple[int,
     with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=root) as staging:
         staged = Path(staging) / "partition.parquet"
         with _S3Upload(settings, staged, uri) as upload:
-            rows = _encode(stream, staged, after_write=upload.send_whole_parts)
+            rows = _encode(stream, staged, after_batch=upload.send_whole_parts)
             upload.complete()
         return rows, staged.stat().st_size
 

@@ -32,7 +32,7 @@ def key_buckets(parquet: pq.ParquetFile, columns: list[str]) -> Iterator[pd.Data
     """
     buckets = math.ceil(parquet.metadata.num_rows / KEYS_PER_BUCKET)
     if buckets <= 1:
-        yield arrow_backed(parquet.read(columns=columns))
+        yield arrow_backed(parquet.read(columns=columns, use_threads=False))
         return
     with tempfile.TemporaryDirectory(prefix="sqlgym-keys-") as directory:
         spill = Path(directory) / "keys.arrow"
@@ -57,7 +57,7 @@ def _spill_by_bucket(
     schema = pa.schema([parquet.schema_arrow.field(column) for column in columns])
     with pa.ipc.new_file(spill, schema) as writer:
         for group in range(parquet.num_row_groups):
-            keys = parquet.read_row_group(group, columns=columns)
+            keys = parquet.read_row_group(group, columns=columns, use_threads=False)
             bucket = (key_hashes(keys) % buckets).astype(np.int64)
             by_bucket = keys.take(np.argsort(bucket, kind="stable"))
             ends = np.cumsum(np.bincount(bucket, minlength=buckets))
