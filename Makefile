@@ -57,8 +57,8 @@ format: install
 
 .PHONY: bench
 # Extraction speed and memory side by side (bench/extract_bench.py), one materialization as a user
-# waits for it, checks included (bench/end_to_end.py), the 21-table hourly run per executor
-# (bench/hourly_run.py), the reconciliation check as the lake grows
+# waits for it, checks included (bench/end_to_end.py), the 21-table hourly run per executor and
+# beside Dagster alone (bench/hourly_run.py), the reconciliation check as the lake grows
 # (bench/reconciliation_bench.py), then a month's backfill as one run against a run per day
 # (bench/backfill_bench.py); results in bench_results/. `make bench BENCH_ARGS="--rows 8000000"`;
 # END_TO_END_ARGS, HOURLY_ARGS, RECONCILIATION_ARGS and BACKFILL_ARGS likewise. The bench extra
