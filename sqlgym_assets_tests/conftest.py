@@ -160,8 +160,12 @@ def seaweedfs_endpoint() -> Iterator[str]:
     grpc = {f"{name}.port.grpc": _free_port() for name in ("master", "volume", "filer")}
     command = [
         str(Path(sys.executable).parent / "weed"),
+        f"-logdir={root}",  # its logs, not /tmp/weed.*
         "mini",
         f"-dir={root}",
+        # Its sockets, not /tmp/seaweedfs-*.sock, which outlive the server.
+        f"-s3.localSocket={root / 's3.sock'}",
+        f"-filer.localSocket={root / 'filer.sock'}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-admin.ui=false",

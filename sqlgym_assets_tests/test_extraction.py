@@ -520,6 +520,7 @@ def test_a_stream_read_after_its_snapshot_ended_fails_and_writes_nothing(
 
 KILLED_WRITER = """
 import sys
+from dagster import DagsterInstance
 from sqlgym_assets.lake import writer
 from sqlgym_assets.lake.io_manager import ParquetLakeIOManager
 from sqlgym_assets.source.reader import PostgresResource
@@ -532,6 +533,8 @@ materialize_tables(
     sys.argv[2],
     postgres=PostgresResource(source_schema=PROBE_SCHEMA, batch_size_hint_bytes=256 * 1024),
     lake=ParquetLakeIOManager(lake_url=sys.argv[1]),
+    # Its storage in the test's folder: a process killed with SIGKILL cleans up nothing.
+    instance=DagsterInstance.ephemeral(tempdir=sys.argv[3]),
 )
 """
 
@@ -541,7 +544,7 @@ def _uploads(bucket: str) -> list[dict]:
 
 
 def test_a_run_killed_mid_upload_leaves_the_previous_object_and_the_next_write_cleans_up(
-    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch
+    probe_schema, db, source_env, s3_server_env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(writer, "UPLOAD_PART_BYTES", 5 * 1024 * 1024)
     monkeypatch.setattr(writer, "STALE_UPLOAD_AGE", timedelta(0))
@@ -555,7 +558,7 @@ def test_a_run_killed_mid_upload_leaves_the_previous_object_and_the_next_write_c
 
     _create_stream_view(db, "digests_stall")
     run = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, s3_lake.lake_url, partition],
+        [sys.executable, "-c", KILLED_WRITER, s3_lake.lake_url, partition, str(tmp_path)],
         cwd=Path(__file__).resolve().parent.parent,
     )
     deadline = time.monotonic() + 120
