@@ -36,6 +36,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -1146,6 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if moto is not None:
             moto.stop()
+        if args.work_dir is None:  # the children's lakes and files: gigabytes at 2 M rows
+            shutil.rmtree(work_root, ignore_errors=True)
 
     summary = summarize(runs, unavailable)
     report = {
