@@ -51,19 +51,28 @@ from extract_bench import (  # noqa: E402  (this folder)
     package_versions,
 )
 
-# The same 21 assets and checks doing no work (dagster_alone_location.py): Dagster's own share.
+BENCH = Path(__file__).resolve().parent
+PROJECT_LOCATION = ["-m", "sqlgym_assets.definitions"]
+# The project's definitions with multi_or_in_process_executor, chosen by the run config.
+SELECTABLE_LOCATION = ["-f", str(BENCH / "hourly_location.py")]
+# The same 21 assets and checks doing no work: Dagster's own share of the run.
+DAGSTER_ALONE_LOCATION = ["-f", str(BENCH / "dagster_alone_location.py")]
 DAGSTER_ALONE = "Dagster alone (the same assets and checks doing no work)"
-# Run config of multi_or_in_process_executor; None: the project's code location as it is.
-EXECUTORS: dict[str, dict[str, Any] | None] = {
-    "project default": None,
-    DAGSTER_ALONE: None,
-    "in_process": {"in_process": {}},
-    "multiprocess (max_concurrent = cores)": {"multiprocess": {}},
-    "multiprocess max_concurrent=2": {"multiprocess": {"max_concurrent": 2}},
-    "multiprocess max_concurrent=4": {"multiprocess": {"max_concurrent": 4}},
+# Each run's code location and run config (None: the location's own executor).
+EXECUTORS: dict[str, tuple[list[str], dict[str, Any] | None]] = {
+    "project default": (PROJECT_LOCATION, None),
+    DAGSTER_ALONE: (DAGSTER_ALONE_LOCATION, None),
+    "in_process": (SELECTABLE_LOCATION, {"in_process": {}}),
+    "multiprocess (max_concurrent = cores)": (SELECTABLE_LOCATION, {"multiprocess": {}}),
+    "multiprocess max_concurrent=2": (
+        SELECTABLE_LOCATION,
+        {"multiprocess": {"max_concurrent": 2}},
+    ),
+    "multiprocess max_concurrent=4": (
+        SELECTABLE_LOCATION,
+        {"multiprocess": {"max_concurrent": 4}},
+    ),
 }
-SELECTABLE_LOCATION = Path(__file__).resolve().parent / "hourly_location.py"
-DAGSTER_ALONE_LOCATION = Path(__file__).resolve().parent / "dagster_alone_location.py"
 
 
 def demo_database(args: argparse.Namespace) -> str:
@@ -93,13 +102,10 @@ def run_once(
         *("--select", ",".join(f"sqlgym/{table.name}" for table in TABLES)),
         *("--partition", partition),
     ]
-    if executor == DAGSTER_ALONE:
-        command += ["-f", str(DAGSTER_ALONE_LOCATION)]
-    elif EXECUTORS[executor] is None:
-        command += ["-m", "sqlgym_assets.definitions"]
-    else:
-        command += ["-f", str(SELECTABLE_LOCATION)]
-        command += ["--config-json", json.dumps({"execution": {"config": EXECUTORS[executor]}})]
+    location, config = EXECUTORS[executor]
+    command += location
+    if config is not None:
+        command += ["--config-json", json.dumps({"execution": {"config": config}})]
     environment = {k: v for k, v in os.environ.items() if k != "SQLGYM_DB_SECRET_ID"}
     environment.update(SQLGYM_DATABASE_URL=url, SQLGYM_LAKE_URL=str(lake), DAGSTER_HOME=str(home))
     # Personal data is pseudonymized, as by default in production; the demo rows are synthetic.
