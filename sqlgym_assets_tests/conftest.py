@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -43,6 +43,30 @@ AWS_TEST_ENV = {
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+# Tests take about 4 s each here; 10 s, and 2 minutes more, bounds a session with room to spare.
+SESSION_LENGTH_PER_TEST = timedelta(seconds=10)
+SESSION_LENGTH_FLOOR = timedelta(minutes=2)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A session that could straddle midnight UTC starts just after it instead.
+
+    The tests read "today" from the clock at different moments (seeding the demo's rows,
+    choosing a partition, a snapshot step checking it runs on its own day): a day ending in
+    between would have them compare different days."""
+    if session.config.option.collectonly or not session.items:
+        return
+    length = SESSION_LENGTH_FLOOR + len(session.items) * SESSION_LENGTH_PER_TEST
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+    if midnight - now < length:
+        wait = (midnight - now).total_seconds() + 5
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"waiting {wait:.0f} s for 00:00 UTC: these {len(session.items)} tests could "
+            "otherwise see the UTC day change while they run"
+        )
+        time.sleep(wait)
 
 
 @pytest.fixture(autouse=True)
