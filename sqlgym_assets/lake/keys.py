@@ -218,9 +218,12 @@ def _text_hashes(column: pa.Array) -> np.ndarray:
             hashes ^= matrix[:, position]
             hashes *= _FNV_PRIME
     else:
-        every = np.arange(len(text))
-        for position in range(int(lengths.max(initial=0))):
-            rows = every if position < lengths.min() else np.flatnonzero(lengths > position)
+        shortest = int(lengths.min(initial=0))
+        for position in range(shortest):  # a byte every key has: in place, no index array
+            hashes ^= data[starts + position]
+            hashes *= _FNV_PRIME
+        for position in range(shortest, int(lengths.max(initial=0))):
+            rows = np.flatnonzero(lengths > position)
             hashes[rows] = (hashes[rows] ^ data[starts[rows] + position]) * _FNV_PRIME
     if text.null_count:
         hashes[text.is_null().to_numpy(zero_copy_only=False)] = _NULL_HASH
